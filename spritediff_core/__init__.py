@@ -1,0 +1,30 @@
+"""spritediff core: pose drawing, the Animate Anyone diffusion pipeline, atlases. Never imports bpy."""
+
+from .errors import (
+    GenerationCancelled,
+    InvalidInputError,
+    SpriteDiffError,
+    UnsupportedConfigError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+)
+
+__all__ = [
+    "GenerationCancelled",
+    "InvalidInputError",
+    "SpriteDiffError",
+    "SpriteSheetPipeline",
+    "UnsupportedConfigError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The pipeline pulls in torch and diffusers; import it only when asked for.
+    if name == "SpriteSheetPipeline":
+        from .pipeline import SpriteSheetPipeline
+
+        return SpriteSheetPipeline
+    raise AttributeError(name)

@@ -1,0 +1,352 @@
+"""SpriteSheetPipeline: one reference picture + a list of pose images -> one generated frame per pose.
+
+The maths is Moore-AnimateAnyone's `Pose2VideoPipeline` (the code the released weights and the Sprite Sheet
+Diffusion fine-tunes were trained with), reproduced on diffusers and transformers components; see
+docs/reference-pipeline in the README for the steps.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNetMotionModel
+from diffusers.image_processor import VaeImageProcessor
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
+
+from .context import context_windows
+from .devices import resolve_device, resolve_dtype
+from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
+from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
+from .models.pose_guider import build_pose_guider
+from .models.reference_attention import ReferenceBank, install_reference_attention
+from .weights import (
+    InferenceConfig,
+    load_checked,
+    load_state_dict,
+    locate_weights,
+    read_inference_config,
+    read_unet_config,
+)
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+CLIP_SIZE = 224
+REFERENCE_HEAD = ("conv_norm_out.weight", "conv_norm_out.bias", "conv_out.weight", "conv_out.bias")
+
+
+def flatten_onto_black(image: Image.Image) -> Image.Image:
+    """RGB version of `image`; transparent pixels become black, as in the training data."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ReferenceEncoding:
+    """What the reference picture contributes to every step: CLIP embedding and VAE latents."""
+
+    clip_pixel_values: torch.Tensor  # (1, 3, 224, 224)
+    image_embeds: torch.Tensor  # (1, D)
+    latents: torch.Tensor  # (1, 4, H/8, W/8), scaled
+
+
+class SpriteSheetPipeline:
+    """Animate Anyone (ReferenceNet + PoseGuider + motion module on SD1.5) for sprite generation."""
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        image_encoder: CLIPVisionModelWithProjection,
+        reference_unet: UNet2DConditionModel,
+        denoising_unet: UNetMotionModel,
+        pose_guider: torch.nn.Module,
+        scheduler: DDIMScheduler,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.vae, self.image_encoder = vae, image_encoder
+        self.reference_unet, self.denoising_unet, self.pose_guider = reference_unet, denoising_unet, pose_guider
+        for model in self._models():
+            model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.scheduler = scheduler
+        self.clip_processor = CLIPImageProcessorPil()
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = scale
+        self.reference_processor = VaeImageProcessor(vae_scale_factor=scale, do_convert_rgb=True)
+        self.pose_processor = VaeImageProcessor(vae_scale_factor=scale, do_convert_rgb=True, do_normalize=False)
+        self._bank = ReferenceBank()
+        install_reference_attention(reference_unet, denoising_unet, self._bank)
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+
+    def _models(self) -> list[torch.nn.Module]:
+        return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> "SpriteSheetPipeline":
+        """Load a Moore-AnimateAnyone `pretrained_weights/` folder (or one with Sprite Sheet Diffusion's
+        fine-tunes). Nothing is downloaded; every checkpoint key must land."""
+        layout = locate_weights(path)
+        inference = read_inference_config(layout.inference_config)
+        unet_config = read_unet_config(layout.unet_config)
+
+        reference_unet = UNet2DConditionModel.from_config(unet_config)
+        # The ReferenceNet's output is never used (only its attention inputs are), so its head is dropped.
+        reference_unet.conv_norm_out = None
+        reference_unet.conv_out = torch.nn.Identity()
+        load_checked(reference_unet, load_state_dict(layout.reference_unet), layout.reference_unet.name,
+                     tolerated_extra=REFERENCE_HEAD)
+
+        denoising_unet = build_denoising_unet(unet_config, inference.unet_additional_kwargs)
+        load_denoising_unet_weights(
+            denoising_unet,
+            load_state_dict(layout.denoising_unet), layout.denoising_unet.name,
+            load_state_dict(layout.motion_module), layout.motion_module.name,
+        )
+        pose_guider = build_pose_guider(
+            load_state_dict(layout.pose_guider), layout.pose_guider.name, unet_config["block_out_channels"][0]
+        )
+        try:
+            vae = AutoencoderKL.from_pretrained(layout.vae, local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise WeightsNotFoundError(f"{layout.vae}: cannot load the VAE ({error})") from error
+        try:
+            image_encoder = CLIPVisionModelWithProjection.from_pretrained(layout.image_encoder,
+                                                                          local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise WeightsNotFoundError(f"{layout.image_encoder}: cannot load the CLIP image encoder ({error})") from error
+        scheduler = make_scheduler(inference)
+        return cls(vae, image_encoder, reference_unet, denoising_unet, pose_guider, scheduler, device, dtype)
+
+    # ---------------------------------------------------------------- stages
+    @torch.inference_mode()
+    def encode_reference(self, reference: Image.Image, width: int, height: int) -> ReferenceEncoding:
+        """CLIP image embedding (of a 224x224 bicubic resize) and VAE latent mean of the reference."""
+        reference = flatten_onto_black(reference)
+        square = reference.resize((CLIP_SIZE, CLIP_SIZE), Image.Resampling.BICUBIC)
+        pixels = self.clip_processor(images=square, return_tensors="pt").pixel_values
+        embeds = self.image_encoder(pixels.to(self.device, self.dtype)).image_embeds
+        image = self.reference_processor.preprocess(reference, height=height, width=width)
+        mean = self.vae.encode(image.to(self.device, self.dtype)).latent_dist.mean
+        return ReferenceEncoding(pixels, embeds, mean * self.vae.config.scaling_factor)
+
+    @torch.inference_mode()
+    def encode_poses(self, poses: Sequence[Image.Image], width: int, height: int) -> torch.Tensor:
+        """PoseGuider features (1, C, L, H/8, W/8) of the pose images, each resized to width x height."""
+        images = [self.pose_processor.preprocess(pose.convert("RGB"), height=height, width=width) for pose in poses]
+        stacked = torch.cat(images, dim=0).to(self.device, self.dtype)  # (L, 3, H, W) in [0, 1]
+        features = self.pose_guider(stacked)  # (L, C, h, w)
+        return features.transpose(0, 1).unsqueeze(0)
+
+    @torch.inference_mode()
+    def record_reference(self, reference_latents: torch.Tensor, image_embeds: torch.Tensor) -> None:
+        """Run the ReferenceNet once (timestep 0) so the denoising UNet can attend to the reference."""
+        with self._bank.recording_pass():
+            self.reference_unet(
+                reference_latents,
+                torch.zeros((), dtype=torch.long, device=self.device),
+                encoder_hidden_states=image_embeds.unsqueeze(1),
+                return_dict=False,
+            )
+
+    @torch.inference_mode()
+    def predict(self, latents: torch.Tensor, timestep: torch.Tensor, image_embeds: torch.Tensor,
+                pose_features: torch.Tensor, guidance: bool) -> torch.Tensor:
+        """One denoising-UNet call on a window: (1, 4, f, h, w) latents -> (1 or 2, 4, f, h, w) predictions,
+        unconditional half first when `guidance`. Needs `record_reference` first."""
+        halves = 2 if guidance else 1
+        frames = latents.shape[2]
+        embeds = image_embeds.unsqueeze(1)
+        if guidance:
+            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        embeds = embeds.repeat_interleave(frames, dim=0)
+        sample = latents.to(self.dtype).repeat(halves, 1, 1, 1, 1)
+        with pose_conditioning(self.denoising_unet, pose_features.repeat(halves, 1, 1, 1, 1)):
+            return self.denoising_unet(sample, timestep, encoder_hidden_states=embeds, return_dict=False)[0]
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+        """(1, 4, L, h, w) latents -> (L, 3, H, W) float32 frames in [0, 1] on the CPU."""
+        folded = latents[0].transpose(0, 1) / self.vae.config.scaling_factor
+        frames = []
+        for start in range(0, folded.shape[0], chunk):
+            part = self.vae.decode(folded[start:start + chunk].to(self.device, self.dtype)).sample
+            frames.append((part.float() / 2 + 0.5).clamp(0, 1).cpu())
+        return torch.cat(frames)
+
+    # ---------------------------------------------------------------- generation
+    def cancel(self) -> None:
+        """Ask the running generation (from any thread) to stop; it raises GenerationCancelled within one step."""
+        self._cancel.set()
+
+    def __call__(
+        self,
+        reference: Image.Image,
+        poses: Sequence[Image.Image],
+        width: int,
+        height: int,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 3.5,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        context_frames: int = 24,
+        context_overlap: int = 4,
+        loop: bool = True,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[..., dict[str, Any] | None] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        show_progress: bool | None = None,
+    ):
+        """Generate one frame per pose image.
+
+        Returns a list of PIL images ("pil"), a float32 array (L, H, W, 3) in [0, 1] ("np"), a float tensor
+        (L, 3, H, W) in [0, 1] ("pt"), or the final latents (1, 4, L, H/8, W/8) ("latent").
+        `loop=True` lets context windows wrap round (cycles); `loop=False` keeps them inside the sequence.
+        `show_progress`: a tqdm bar; None shows it only when stderr is a terminal.
+        """
+        self._validate(reference, poses, width, height, num_inference_steps, guidance_scale,
+                       context_frames, context_overlap, output_type, callback_on_step_end_tensor_inputs)
+        if not self._lock.acquire(blocking=False):
+            raise InvalidInputError("this pipeline is already generating; use one pipeline per thread")
+        self._cancel.clear()
+        try:
+            latents = self._generate(
+                reference, poses, width, height, num_inference_steps, guidance_scale, seed, generator,
+                context_frames, context_overlap, loop, callback_on_step_end,
+                tuple(callback_on_step_end_tensor_inputs), show_progress,
+            )
+            if latents is None:  # cancelled: the tensors of the run are already out of scope
+                raise GenerationCancelled("generation cancelled")
+            if output_type == "latent":
+                return latents
+            frames = self.decode(latents)
+            if self._cancel.is_set():
+                raise GenerationCancelled("generation cancelled")
+        finally:
+            self._cancel.clear()
+            self._release_memory()
+            self._lock.release()
+        if output_type == "pt":
+            return frames
+        array = frames.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return array
+        return [Image.fromarray((frame * 255).round().astype(np.uint8)) for frame in array]
+
+    def _validate(self, reference, poses, width, height, steps, guidance, context_frames, overlap,
+                  output_type, tensor_inputs) -> None:
+        if not isinstance(reference, Image.Image):
+            raise InvalidInputError(f"reference must be a PIL image, got {type(reference).__name__}")
+        if len(poses) == 0:
+            raise InvalidInputError("poses is empty: give one pose image per frame to generate")
+        for index, pose in enumerate(poses):
+            if not isinstance(pose, Image.Image):
+                raise InvalidInputError(f"poses[{index}] must be a PIL image, got {type(pose).__name__}")
+        for name, value in (("width", width), ("height", height)):
+            if not isinstance(value, int) or value <= 0 or value % self.vae_scale_factor:
+                raise InvalidInputError(
+                    f"{name} must be a positive multiple of {self.vae_scale_factor}, got {value!r}"
+                )
+        if not isinstance(steps, int) or steps < 1:
+            raise InvalidInputError(f"num_inference_steps must be a positive integer, got {steps!r}")
+        if guidance < 1.0:
+            raise InvalidInputError(f"guidance_scale must be >= 1.0, got {guidance}")
+        context_windows(len(poses), context_frames, overlap)  # raises on bad window settings
+        window = min(len(poses), context_frames)
+        max_frames = self.denoising_unet.config.motion_max_seq_length
+        if window > max_frames:
+            raise InvalidInputError(
+                f"a context window of {window} frames exceeds the motion module's {max_frames} positions: "
+                f"set context_frames to {max_frames} or fewer"
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if set(tensor_inputs) - {"latents"}:
+            raise InvalidInputError("callback_on_step_end_tensor_inputs may only name 'latents'")
+
+    def initial_latents(self, num_frames: int, width: int, height: int, seed: int | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Initial noise (1, 4, L, H/8, W/8), float32, drawn on the CPU so a seed means the same on any device."""
+        if generator is None:
+            generator = torch.Generator("cpu")
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(int(seed))
+        elif generator.device.type != "cpu":
+            raise InvalidInputError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
+        shape = (1, self.denoising_unet.config.in_channels, num_frames,
+                 height // self.vae_scale_factor, width // self.vae_scale_factor)
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+    @torch.inference_mode()
+    def _generate(self, reference, poses, width, height, steps, guidance_scale, seed, generator,
+                  context_frames, overlap, loop, callback, tensor_inputs, show_progress) -> torch.Tensor | None:
+        guidance = guidance_scale > 1.0
+        num_frames = len(poses)
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)  # per call: no shared timestep state
+        scheduler.set_timesteps(steps, device=self.device)
+        latents = self.initial_latents(num_frames, width, height, seed, generator).to(self.device)
+        latents = latents * scheduler.init_noise_sigma
+        encoded = self.encode_reference(reference, width, height)
+        pose_features = self.encode_poses(poses, width, height)
+        windows = context_windows(num_frames, context_frames, overlap, loop)
+        counts = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
+        for window in windows:
+            counts[:, :, window] += 1
+
+        with self._bank.active(guidance):
+            self.record_reference(encoded.latents, encoded.image_embeds)
+            bar = tqdm(total=steps, disable=None if show_progress is None else not show_progress,
+                       desc="spritediff", unit="step")
+            try:
+                for index, timestep in enumerate(scheduler.timesteps):
+                    prediction = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
+                    for window in windows:
+                        if self._cancel.is_set():
+                            return None
+                        prediction[:, :, window] += self.predict(
+                            latents[:, :, window], timestep, encoded.image_embeds,
+                            pose_features[:, :, window], guidance,
+                        ).float()
+                    prediction = prediction / counts
+                    if guidance:
+                        unconditional, conditional = prediction.chunk(2)
+                        prediction = unconditional + guidance_scale * (conditional - unconditional)
+                    latents = scheduler.step(prediction, timestep, latents, eta=0.0).prev_sample
+                    if callback is not None:
+                        values = {"latents": latents} if "latents" in tensor_inputs else {}
+                        returned = callback(self, index, timestep, values) or {}
+                        latents = returned.get("latents", latents)
+                    bar.update(1)
+            finally:
+                bar.close()
+        return latents
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        elif self.device.type == "mps":
+            torch.mps.empty_cache()
+
+
+def make_scheduler(config: InferenceConfig) -> DDIMScheduler:
+    """DDIM with the inference config's settings (Moore's: v-prediction, zero-SNR, trailing spacing)."""
+    return DDIMScheduler(**config.noise_scheduler_kwargs)

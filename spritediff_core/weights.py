@@ -1,0 +1,238 @@
+"""Finding and reading the checkpoints of a Moore-AnimateAnyone `pretrained_weights/` folder.
+
+Everything here is safe to run on files from the internet: `.safetensors` files are memory-mapped and
+`.pth` files are read with `torch.load(weights_only=True)`, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+import yaml
+from safetensors.torch import load_file as load_safetensors
+
+from .errors import UnsupportedConfigError, WeightsMismatchError, WeightsNotFoundError
+
+UNET_CONFIG = Path("stable-diffusion-v1-5") / "unet" / "config.json"
+VAE_DIR = "sd-vae-ft-mse"
+IMAGE_ENCODER_DIR = "image_encoder"
+INFERENCE_CONFIG = "inference_v2.yaml"
+
+# What each checkpoint is, for error messages that tell a user what they are missing.
+COMPONENTS = {
+    "denoising_unet": "the denoising UNet (spatial layers) of Moore-AnimateAnyone, "
+    "or Sprite Sheet Diffusion's fine-tune `denoising_unet-30000.pth`",
+    "reference_unet": "the ReferenceNet of Moore-AnimateAnyone, "
+    "or Sprite Sheet Diffusion's fine-tune `reference_unet-30000.pth`",
+    "pose_guider": "the PoseGuider of Moore-AnimateAnyone (Sprite Sheet Diffusion reuses it)",
+    "motion_module": "the AnimateDiff motion module of Moore-AnimateAnyone",
+}
+FOLDERS = {
+    UNET_CONFIG.as_posix(): "the UNet config.json of stable-diffusion-v1-5 (config only; no weights are read from it)",
+    VAE_DIR: "the sd-vae-ft-mse VAE folder (diffusers AutoencoderKL)",
+    IMAGE_ENCODER_DIR: "the image_encoder folder of lambdalabs/sd-image-variations-diffusers "
+    "(transformers CLIPVisionModelWithProjection)",
+}
+
+# Built-in defaults, equal to Moore-AnimateAnyone's configs/inference/inference_v2.yaml.
+DEFAULT_UNET_ADDITIONAL_KWARGS: dict[str, Any] = {
+    "use_inflated_groupnorm": True,
+    "unet_use_cross_frame_attention": False,
+    "unet_use_temporal_attention": False,
+    "use_motion_module": True,
+    "motion_module_resolutions": [1, 2, 4, 8],
+    "motion_module_mid_block": True,
+    "motion_module_decoder_only": False,
+    "motion_module_type": "Vanilla",
+    "motion_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+        "temporal_position_encoding": True,
+        "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1,
+    },
+}
+DEFAULT_NOISE_SCHEDULER_KWARGS: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+}
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """The files of one `pretrained_weights/` folder, resolved and checked to exist."""
+
+    root: Path
+    unet_config: Path
+    denoising_unet: Path
+    reference_unet: Path
+    pose_guider: Path
+    motion_module: Path
+    vae: Path
+    image_encoder: Path
+    inference_config: Path | None
+
+
+@dataclass
+class InferenceConfig:
+    """Moore's inference_v2.yaml: motion-module settings and scheduler settings, defaults filled in."""
+
+    unet_additional_kwargs: dict[str, Any] = field(
+        default_factory=lambda: json.loads(json.dumps(DEFAULT_UNET_ADDITIONAL_KWARGS))
+    )
+    noise_scheduler_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NOISE_SCHEDULER_KWARGS))
+
+
+def _find_checkpoint(root: Path, stem: str) -> Path:
+    """`stem.safetensors` before `stem.pth`; a fine-tune `stem-<step>` (highest step) before the base one."""
+    pattern = re.compile(rf"^{re.escape(stem)}(?:-(\d+))?\.(safetensors|pth)$")
+    candidates = []
+    for path in root.iterdir() if root.is_dir() else ():
+        match = pattern.match(path.name)
+        if match and path.is_file():
+            step = int(match.group(1)) if match.group(1) else -1
+            candidates.append((step, match.group(2) == "safetensors", path))
+    if not candidates:
+        raise WeightsNotFoundError(
+            f"{stem}.pth not found in {root}: it holds {COMPONENTS[stem]}. "
+            f"Expected {stem}.safetensors, {stem}.pth or {stem}-<step>.pth there."
+        )
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    return candidates[-1][2]
+
+
+def _require(root: Path, relative: str | Path, is_dir: bool) -> Path:
+    path = root / relative
+    if (is_dir and not path.is_dir()) or (not is_dir and not path.is_file()):
+        key = Path(relative).as_posix()
+        raise WeightsNotFoundError(f"{key} not found in {root}: it should hold {FOLDERS[key]}.")
+    return path
+
+
+def locate_weights(root: str | Path) -> WeightsLayout:
+    """Resolve every file of a Moore `pretrained_weights/` folder, or say exactly which one is missing."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise WeightsNotFoundError(
+            f"model folder {root} does not exist: pass a Moore-AnimateAnyone `pretrained_weights/` folder"
+        )
+    inference = root / INFERENCE_CONFIG
+    return WeightsLayout(
+        root=root,
+        unet_config=_require(root, UNET_CONFIG, is_dir=False),
+        denoising_unet=_find_checkpoint(root, "denoising_unet"),
+        reference_unet=_find_checkpoint(root, "reference_unet"),
+        pose_guider=_find_checkpoint(root, "pose_guider"),
+        motion_module=_find_checkpoint(root, "motion_module"),
+        vae=_require(root, VAE_DIR, is_dir=True),
+        image_encoder=_require(root, IMAGE_ENCODER_DIR, is_dir=True),
+        inference_config=inference if inference.is_file() else None,
+    )
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint without executing anything from it (mmap where the format allows)."""
+    try:
+        if path.suffix == ".safetensors":
+            state = load_safetensors(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # corrupt files, pickles with code, truncated downloads
+        raise WeightsMismatchError(f"{path.name}: cannot be read as a checkpoint ({error})") from error
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise WeightsMismatchError(f"{path.name}: not a state dict of tensors")
+    return dict(state)
+
+
+def read_unet_config(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_inference_config(path: Path | None) -> InferenceConfig:
+    """Defaults (Moore's inference_v2) overridden by the folder's `inference_v2.yaml`, if any."""
+    config = InferenceConfig()
+    if path is None:
+        return config
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, Mapping):
+        raise UnsupportedConfigError(f"{path.name}: expected a mapping at the top level")
+    config.unet_additional_kwargs = _merge(config.unet_additional_kwargs, data.get("unet_additional_kwargs") or {})
+    config.noise_scheduler_kwargs = _merge(config.noise_scheduler_kwargs, data.get("noise_scheduler_kwargs") or {})
+    sampler = data.get("sampler", "DDIM")
+    if sampler != "DDIM":
+        raise UnsupportedConfigError(f"{path.name}: sampler {sampler!r} is not supported (only DDIM)")
+    return config
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    tolerated_extra: Iterable[str] = (),
+    recomputed: Iterable[str] = (),
+    file_keys: Mapping[str, str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Check that `state` fills exactly the `expected` keys and shapes, or fail naming file, keys and shapes.
+
+    `tolerated_extra`: keys of `state` deliberately left unused (such as the ReferenceNet's output head).
+    `recomputed`: expected keys the model computes itself (position encodings), absent from `state` on purpose.
+    `file_keys`: the name each key of `state` has in the file, where `state` was renamed, for the messages.
+    Returns the tensors to load, keyed as in `expected`.
+    """
+    file_keys = file_keys or {}
+    tolerated_extra, recomputed = set(tolerated_extra), set(recomputed)
+    problems = []
+    for key, tensor in expected.items():
+        if key in recomputed:
+            continue
+        if key not in state:
+            problems.append(f"missing key {key!r} (expected shape {tuple(tensor.shape)})")
+        elif tuple(state[key].shape) != tuple(tensor.shape):
+            problems.append(
+                f"key {file_keys.get(key, key)!r} has shape {tuple(state[key].shape)}, "
+                f"expected shape {tuple(tensor.shape)}"
+            )
+    for key in state:
+        if key not in expected and key not in tolerated_extra:
+            problems.append(f"unexpected key {file_keys.get(key, key)!r} (shape {tuple(state[key].shape)})")
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise WeightsMismatchError(f"{source}: {len(problems)} key problem(s):\n  {shown}{more}")
+    return {key: state[key] for key in expected if key not in recomputed}
+
+
+def load_checked(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    tolerated_extra: Iterable[str] = (),
+) -> None:
+    """Load a whole model from one checkpoint, every key accounted for."""
+    model.load_state_dict(check_state_dict(model.state_dict(), state, source, tolerated_extra), strict=True)
