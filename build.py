@@ -95,9 +95,24 @@ def command_test(args: list[str]) -> int:
     return subprocess.run([str(python), "-m", "pytest", str(ROOT / "tests"), *args], cwd=ROOT).returncode
 
 
+DEMO_MODEL = ROOT / "tests" / "fixtures" / "moore-tiny"
+
+
 def command_demo(args: list[str]) -> int:
+    """Generate sprite frames from the bundled tiny model's reference and poses (pass --model for real
+    weights, plus any other `spritediff generate` option)."""
     python = ensure_venv()
-    return subprocess.run([str(python), "-m", "spritediff_core.demo", *args], cwd=ROOT).returncode
+    defaults = {
+        "--model": str(DEMO_MODEL / "pretrained_weights"),
+        "--reference": str(DEMO_MODEL / "inputs" / "ref.png"),
+        "--poses": str(DEMO_MODEL / "inputs" / "pose_*.png"),
+        "--out": str(ROOT / "demo_output" / "frames"),
+        "--width": "64", "--height": "64", "--steps": "3", "--seed": "1234",
+    }
+    given = {arg.split("=")[0] for arg in args if arg.startswith("--")}
+    options = [part for key, value in defaults.items() if key not in given for part in (key, value)]
+    command = [str(python), "-m", "spritediff_core", "generate", *options, *args]
+    return subprocess.run(command, cwd=ROOT).returncode
 
 
 COMMANDS = {"test": command_test, "demo": command_demo}

@@ -77,7 +77,9 @@ class SpriteSheetPipeline:
         self.vae, self.image_encoder = vae, image_encoder
         self.reference_unet, self.denoising_unet, self.pose_guider = reference_unet, denoising_unet, pose_guider
         for model in self._models():
-            model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+            # nn.Module.to, not ModelMixin.to: the latter warns about fp32-pinned modules even when a model
+            # has none; none of these has any.
+            torch.nn.Module.to(model, device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.scheduler = scheduler
         self.clip_processor = CLIPImageProcessorPil()
         scale = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -123,7 +125,7 @@ class SpriteSheetPipeline:
             load_state_dict(layout.pose_guider), layout.pose_guider.name, unet_config["block_out_channels"][0]
         )
         try:
-            vae = AutoencoderKL.from_pretrained(layout.vae, local_files_only=True)
+            vae = AutoencoderKL.from_pretrained(layout.vae, local_files_only=True, low_cpu_mem_usage=False)
         except (OSError, ValueError) as error:
             raise WeightsNotFoundError(f"{layout.vae}: cannot load the VAE ({error})") from error
         try:

@@ -148,7 +148,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_safetensors(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):
+                    raise
+                # Checkpoints in torch's legacy (pre-1.6) format cannot be memory-mapped.
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt files, pickles with code, truncated downloads
         raise WeightsMismatchError(f"{path.name}: cannot be read as a checkpoint ({error})") from error
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):

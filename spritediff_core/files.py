@@ -1,0 +1,58 @@
+"""Writing results so that a failure never leaves half-written output behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InvalidInputError
+
+MANIFEST = "generation.json"
+
+
+@contextmanager
+def staged_directory(destination: str | Path, replace_previous_run: bool = True) -> Iterator[Path]:
+    """Yield an empty staging folder; on success its files move into `destination`, on error nothing changes.
+
+    Files listed by a previous run's manifest in `destination` are removed first, so a shorter new run
+    does not leave old frames behind; other files already there are kept, and never silently overwritten.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    try:
+        yield staging
+        previous = _previous_outputs(destination) if replace_previous_run else set()
+        clashes = [p.name for p in staging.iterdir() if (destination / p.name).exists() and p.name not in previous]
+        if clashes:
+            raise InvalidInputError(
+                f"{destination} already holds {', '.join(sorted(clashes)[:5])} not written by spritediff: "
+                "choose an empty output folder"
+            )
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in previous:
+            (destination / name).unlink(missing_ok=True)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, destination / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _previous_outputs(destination: Path) -> set[str]:
+    manifest = destination / MANIFEST
+    if not manifest.is_file():
+        return set()
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {Path(name).name for name in files if isinstance(name, str)} | {MANIFEST}
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
