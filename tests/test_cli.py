@@ -1,0 +1,114 @@
+"""The `spritediff` command line: generate and convert, with clear failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import MOORE_TINY, TINY_WEIGHTS
+from spritediff_core.cli import find_pose_images, main
+
+
+def generate_args(out, *extra):
+    return ["generate", "--model", str(TINY_WEIGHTS), "--reference", str(MOORE_TINY / "inputs" / "ref.png"),
+            "--poses", str(MOORE_TINY / "inputs" / "pose_*.png"), "--out", str(out),
+            "--width", "64", "--height", "64", "--steps", "2", *extra]
+
+
+def test_generate_writes_frames_and_settings(tmp_path, pipe, reference_image, pose_images):
+    out = tmp_path / "walk"
+    assert main(generate_args(out, "--seed", "5", "--no-loop", "--context-frames", "3",
+                              "--context-overlap", "1")) == 0
+    settings = json.loads((out / "generation.json").read_text())
+    assert settings["files"] == [f"frame_{i:04d}.png" for i in range(4)]
+    assert settings["seed"] == 5 and settings["loop"] is False and settings["context_frames"] == 3
+    assert settings["num_inference_steps"] == 2 and settings["width"] == 64
+    assert [p.rsplit("/", 1)[-1] for p in settings["poses"]] == [f"pose_{i:02d}.png" for i in range(4)]
+    expected = pipe(reference_image, pose_images, 64, 64, num_inference_steps=2, seed=5, context_frames=3,
+                    context_overlap=1, loop=False)
+    for name, frame in zip(settings["files"], expected):
+        np.testing.assert_array_equal(np.asarray(Image.open(out / name)), np.asarray(frame))
+
+
+def test_generate_without_seed_records_the_one_used(tmp_path):
+    out = tmp_path / "run"
+    assert main(generate_args(out)) == 0
+    seed = json.loads((out / "generation.json").read_text())["seed"]
+    again = tmp_path / "again"
+    assert main(generate_args(again, "--seed", str(seed))) == 0
+    for name in ("frame_0000.png", "frame_0003.png"):
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_rerun_replaces_its_own_frames_only(tmp_path):
+    out = tmp_path / "anim"
+    assert main(generate_args(out, "--seed", "1")) == 0
+    (out / "notes.txt").write_text("mine")
+    two_poses = tmp_path / "two"
+    two_poses.mkdir()
+    for i in range(2):
+        shutil.copy(MOORE_TINY / "inputs" / f"pose_0{i}.png", two_poses / f"p{i}.png")
+    args = generate_args(out, "--seed", "1")
+    args[args.index("--poses") + 1] = str(two_poses)
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame_0000.png", "frame_0001.png", "generation.json",
+                                                      "notes.txt"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (("--reference", "missing.png"), "reference image"),
+    (("--poses", "nothing/*.png"), "no pose images"),
+    (("--model", "no-such-model"), "does not exist"),
+])
+def test_failures_exit_nonzero_and_write_nothing(tmp_path, capsys, change, message):
+    out = tmp_path / "out"
+    args = generate_args(out)
+    key, value = change
+    args[args.index(key) + 1] = str(tmp_path / value)
+    assert main(args) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no staging leftovers either
+
+
+def test_unreadable_reference_is_reported(tmp_path, capsys):
+    bad = tmp_path / "ref.png"
+    bad.write_bytes(b"not a png")
+    args = generate_args(tmp_path / "out")
+    args[args.index("--reference") + 1] = str(bad)
+    assert main(args) == 1
+    assert "not a readable image" in capsys.readouterr().err
+
+
+def test_size_must_be_multiple_of_8(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(generate_args(tmp_path / "out", "--width", "100"))
+    assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_pose_folders_sort_naturally(tmp_path):
+    for name in ("pose_10.png", "pose_2.png", "pose_1.png", "readme.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in find_pose_images(str(tmp_path))] == ["pose_1.png", "pose_2.png", "pose_10.png"]
+
+
+def test_console_entry_point_converts(tmp_path):
+    target = tmp_path / "st"
+    result = subprocess.run([sys.executable, "-m", "spritediff_core", "convert", str(TINY_WEIGHTS), str(target),
+                             "--dtype", "fp16"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (target / "motion_module.safetensors").is_file()
+    assert (target / "image_encoder" / "model.safetensors").is_file()
+
+
+def test_core_never_imports_bpy():
+    code = ("import sys, spritediff_core, spritediff_core.pipeline, spritediff_core.cli, spritediff_core.convert;"
+            "assert 'bpy' not in sys.modules, 'bpy imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
