@@ -1,0 +1,60 @@
+"""Actions across Blender 4.2 to 5.0: slots and channelbags (4.4+) where they exist, `action.fcurves` before.
+
+`action.fcurves` is gone in 5.0; Actions there hold channelbags per slot.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+
+def assign_action(obj: bpy.types.Object, action: bpy.types.Action | None) -> None:
+    """Make `action` drive `obj`, picking a slot for it where the Blender version has slots."""
+    animation = obj.animation_data or obj.animation_data_create()
+    animation.action = action
+    if action is None or not hasattr(animation, "action_slot"):
+        return
+    if animation.action_slot is None and len(action.slots):
+        candidates = [slot for slot in action.slots if getattr(slot, "target_id_type", "OBJECT") == "OBJECT"]
+        animation.action_slot = (candidates or list(action.slots))[0]
+
+
+def action_fcurves(action: bpy.types.Action, obj: bpy.types.Object | None = None) -> list:
+    """The F-curves of `action` (for the slot `obj` uses, or every slot), on any supported version."""
+    if hasattr(action, "slots"):
+        from bpy_extras.anim_utils import action_get_channelbag_for_slot
+
+        slot = None
+        if obj is not None and obj.animation_data is not None and obj.animation_data.action == action:
+            slot = obj.animation_data.action_slot
+        slots = [slot] if slot is not None else list(action.slots)
+        curves = []
+        for each in slots:
+            channelbag = action_get_channelbag_for_slot(action, each)
+            if channelbag is not None:
+                curves.extend(channelbag.fcurves)
+        if curves or len(action.slots):
+            return curves
+    return list(getattr(action, "fcurves", []))
+
+
+class ActionState:
+    """Remembers an object's action, slot and the scene frame, and puts them back."""
+
+    def __init__(self, scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
+        self.scene, self.obj = scene, obj
+        self.frame, self.subframe = scene.frame_current, scene.frame_subframe
+        animation = obj.animation_data
+        self.had_animation = animation is not None
+        self.action = animation.action if animation else None
+        self.slot = getattr(animation, "action_slot", None) if animation else None
+
+    def restore(self) -> None:
+        if self.had_animation or self.obj.animation_data is not None:
+            animation = self.obj.animation_data or self.obj.animation_data_create()
+            animation.action = self.action
+            if self.slot is not None and hasattr(animation, "action_slot"):
+                animation.action_slot = self.slot
+            if not self.had_animation and self.action is None:
+                self.obj.animation_data_clear()
+        self.scene.frame_set(self.frame, subframe=self.subframe)

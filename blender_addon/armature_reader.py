@@ -1,0 +1,214 @@
+"""Armature animation -> pose sequences: evaluate bones per frame, map them to keypoints, project them.
+
+Blender in, plain arrays out: bone matrices go to the core's bone map, world points through the scene camera
+(`world_to_camera_view`: orthographic and perspective, render resolution, pixel aspect and lens shift
+honoured), and the core's framing puts them on the canvas. The scene is left exactly as it was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import bpy
+import numpy as np
+from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Vector
+
+from .actions import ActionState, action_fcurves, assign_action
+from .core import framing, poses, rig
+from .core import SpriteDiffError
+
+
+class PoseReadError(SpriteDiffError):
+    """The scene cannot give poses: missing object, camera or animation, or a bone map that does not fit."""
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which scene frames to evaluate: N evenly spaced frames, or every frame of a range (inclusive)."""
+
+    count: int | None = None
+    frame_range: tuple[int, int] | None = None
+
+
+def find_armature(name: str | None) -> bpy.types.Object:
+    if name is None:
+        obj = bpy.context.view_layer.objects.active if bpy.context.view_layer else None
+        if obj is None or obj.type != "ARMATURE":
+            armatures = [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
+            if len(armatures) != 1:
+                raise PoseReadError("no armature selected: select one, or name it with --armature")
+            obj = armatures[0]
+        return obj
+    obj = bpy.data.objects.get(name)
+    if obj is None:
+        raise PoseReadError(f"no object named {name!r} in this file")
+    if obj.type != "ARMATURE":
+        raise PoseReadError(f"{name!r} is not an armature (it is a {obj.type.lower()})")
+    return obj
+
+
+def find_camera(scene: bpy.types.Scene, name: str | None) -> bpy.types.Object:
+    if name is None:
+        if scene.camera is None:
+            raise PoseReadError(f"scene {scene.name!r} has no camera: add one or name it with --camera")
+        return scene.camera
+    obj = bpy.data.objects.get(name)
+    if obj is None:
+        raise PoseReadError(f"no camera named {name!r} in this file")
+    if obj.type != "CAMERA":
+        raise PoseReadError(f"{name!r} is not a camera (it is a {obj.type.lower()})")
+    return obj
+
+
+def find_action(armature: bpy.types.Object, name: str | None) -> bpy.types.Action:
+    if name is None:
+        action = armature.animation_data.action if armature.animation_data else None
+        if action is None:
+            raise PoseReadError(f"armature {armature.name!r} has no animation: give an Action")
+        return action
+    action = bpy.data.actions.get(name)
+    if action is None:
+        known = ", ".join(sorted(a.name for a in bpy.data.actions)) or "none"
+        raise PoseReadError(f"no Action named {name!r} (Actions in this file: {known})")
+    return action
+
+
+def resolve_bone_map(armature: bpy.types.Object, bone_map: str | None) -> rig.ResolvedBoneMap:
+    """The named map, the armature's own (custom property), or the first known map that fits."""
+    names = [bone.name for bone in armature.data.bones]
+    requested = bone_map or armature.get("spritediff_bone_map")
+    if requested:
+        return rig.BoneMap.load(requested).resolve(names)
+    errors = []
+    for candidate in rig.available_bone_maps():
+        try:
+            return rig.BoneMap.load(candidate).resolve(names)
+        except rig.BoneMapError as error:
+            errors.append(str(error))
+    raise PoseReadError("no known bone map fits this armature:\n  " + "\n  ".join(errors))
+
+
+def action_frame_range(action: bpy.types.Action) -> tuple[float, float]:
+    start, end = action.frame_range
+    return float(start), float(end)
+
+
+def sample_frames(start: float, end: float, sampling: FrameSampling, loop: bool) -> list[float]:
+    """Scene frames to evaluate. N frames of a cycle never repeat the first at the end (end == start
+    again); N frames of a one-shot include both ends."""
+    if sampling.frame_range is not None:
+        first, last = sampling.frame_range
+        if last < first:
+            raise PoseReadError(f"frame range {first}-{last} is empty")
+        return [float(f) for f in range(first, last + 1)]
+    count = sampling.count
+    if count is None:
+        count = int(round(end - start)) + (0 if loop else 1)
+    if count < 1:
+        raise PoseReadError(f"frame count must be at least 1, got {count}")
+    if loop:
+        return [start + i * (end - start) / count for i in range(count)]
+    if count == 1:
+        return [start]
+    return [start + i * (end - start) / (count - 1) for i in range(count)]
+
+
+def bone_states(armature_eval: bpy.types.Object, names: set[str]) -> dict[str, rig.BoneState]:
+    return {
+        name: rig.BoneState(
+            np.array(armature_eval.pose.bones[name].matrix),
+            np.array(armature_eval.data.bones[name].matrix_local),
+            float(armature_eval.data.bones[name].length),
+        )
+        for name in names
+    }
+
+
+def project_frame(scene, camera_eval, armature_eval, bone_map: rig.ResolvedBoneMap) -> framing.CameraPoints:
+    """All keypoints of the current frame in the camera's normalised view."""
+    local, found = bone_map.keypoints_from_bones(bone_states(armature_eval, bone_map.bones))
+    world_matrix = np.array(armature_eval.matrix_world)
+    world = (world_matrix[:3, :3] @ local.T).T + world_matrix[:3, 3]
+    view = np.array([tuple(world_to_camera_view(scene, camera_eval, Vector(p))) for p in world])
+    return framing.CameraPoints(view, found)
+
+
+def camera_aspect(scene: bpy.types.Scene) -> float:
+    render = scene.render
+    return (render.resolution_x * render.pixel_aspect_x) / (render.resolution_y * render.pixel_aspect_y)
+
+
+@dataclass(frozen=True)
+class ActionPoses:
+    """One Action seen through the camera, before framing."""
+
+    name: str
+    frames: list[float]
+    points: list[framing.CameraPoints]
+    fps: float
+    loop: bool
+
+
+def read_action(scene, armature, action, camera, bone_map: rig.ResolvedBoneMap, sampling: FrameSampling,
+                loop: bool | None = None) -> ActionPoses:
+    """Evaluate `action` on `armature` at the sampled frames; the scene is restored afterwards."""
+    if not action_fcurves(action, armature) and not action_fcurves(action):
+        raise PoseReadError(f"Action {action.name!r} has no animation curves")
+    if loop is None:
+        loop = bool(action.get("spritediff_loop", action.use_cyclic if action.use_frame_range else True))
+    start, end = action_frame_range(action)
+    if sampling.count is None and sampling.frame_range is None and "spritediff_frames" in action:
+        sampling = FrameSampling(count=int(action["spritediff_frames"]))
+    frames = sample_frames(start, end, sampling, loop)
+    state = ActionState(scene, armature)
+    try:
+        assign_action(armature, action)
+        points = []
+        for frame in frames:
+            whole = int(np.floor(frame))
+            scene.frame_set(whole, subframe=frame - whole)
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            points.append(project_frame(scene, camera.evaluated_get(depsgraph), armature.evaluated_get(depsgraph),
+                                        bone_map))
+    finally:
+        state.restore()
+    scene_fps = scene.render.fps / scene.render.fps_base
+    if "spritediff_fps" in action:
+        fps = float(action["spritediff_fps"])
+    else:  # keep the motion's duration: N samples over the range play in the time the range plays
+        span = (end - start) if loop or len(frames) < 2 else (end - start) * len(frames) / (len(frames) - 1)
+        fps = scene_fps * len(frames) / span if span > 0 else scene_fps
+    name = str(action.get("spritediff_preset", action.name))
+    return ActionPoses(name, frames, points, fps, loop)
+
+
+def frame_action_poses(animations: Sequence[ActionPoses], aspect: float, width: int, height: int,
+                       with_hands: bool, auto_frame: bool = True, margin: float = 0.08,
+                       ground: float = 0.92) -> list[poses.PoseSequence]:
+    """Pose sequences on a width x height canvas; with auto-framing, one framing shared by all of them."""
+    if auto_frame:
+        shared = framing.auto_framing([a.points for a in animations], aspect, width, height, margin, ground)
+    else:
+        shared = framing.camera_framing(aspect, width, height)
+    return [
+        poses.PoseSequence(
+            [framing.to_pose_frame(p, shared, with_hands) for p in animation.points], name=animation.name,
+            fps=round(animation.fps, 4), loop=animation.loop,
+            metadata={"scene_frames": animation.frames, "framing": {"scale": shared.scale,
+                                                                     "offset": [shared.offset_x, shared.offset_y]}},
+        )
+        for animation in animations
+    ]
+
+
+def read_pose_sequences(scene: bpy.types.Scene, armature: bpy.types.Object, actions: Sequence[bpy.types.Action],
+                        camera: bpy.types.Object, width: int, height: int, bone_map: str | None = None,
+                        sampling: FrameSampling = FrameSampling(), loop: bool | None = None,
+                        auto_frame: bool = True, hands: bool = True) -> list[poses.PoseSequence]:
+    """Pose sequences of several Actions of one character, sharing one framing (steady across actions)."""
+    resolved = resolve_bone_map(armature, bone_map)
+    animations = [read_action(scene, armature, action, camera, resolved, sampling, loop) for action in actions]
+    return frame_action_poses(animations, camera_aspect(scene), width, height,
+                              with_hands=hands and resolved.has_hands(), auto_frame=auto_frame)
