@@ -2,7 +2,7 @@
 """spritediff's one entry point (standard library only).
 
     python3 build.py test [PYTEST ARGS]   set up .venv, then run the whole test suite
-    python3 build.py demo [--out DIR]     set up .venv, then run the headless demo (the main job)
+    python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
 
 Setting up means: create `.venv` (or refresh it when requirements.txt changed), install the pinned
 requirements in one pip command (bpy needs numpy<2, see requirements.txt), install spritediff itself
@@ -95,24 +95,18 @@ def command_test(args: list[str]) -> int:
     return subprocess.run([str(python), "-m", "pytest", str(ROOT / "tests"), *args], cwd=ROOT).returncode
 
 
-DEMO_MODEL = ROOT / "tests" / "fixtures" / "moore-tiny"
-
-
 def command_demo(args: list[str]) -> int:
-    """Generate sprite frames from the bundled tiny model's reference and poses (pass --model for real
-    weights, plus any other `spritediff generate` option)."""
+    """The headless demo: rig, five preset motions, pose images, sprite frames, a .blend, under out/demo/.
+    Options: --model DIR (real weights; or set SPRITEDIFF_MODEL_DIR), --out DIR, --size N, --steps N."""
     python = ensure_venv()
-    defaults = {
-        "--model": str(DEMO_MODEL / "pretrained_weights"),
-        "--reference": str(DEMO_MODEL / "inputs" / "ref.png"),
-        "--poses": str(DEMO_MODEL / "inputs" / "pose_*.png"),
-        "--out": str(ROOT / "demo_output" / "frames"),
-        "--width": "64", "--height": "64", "--steps": "3", "--seed": "1234",
-    }
-    given = {arg.split("=")[0] for arg in args if arg.startswith("--")}
-    options = [part for key, value in defaults.items() if key not in given for part in (key, value)]
-    command = [str(python), "-m", "spritediff_core", "generate", *options, *args]
-    return subprocess.run(command, cwd=ROOT).returncode
+    return subprocess.run([str(python), "-m", "blender_addon", "demo", *args], cwd=ROOT,
+                          env=blender_environment()).returncode
+
+
+def blender_environment() -> dict[str, str]:
+    """Keep Blender's user resources inside the project rather than in the home folder."""
+    return dict(os.environ, BLENDER_USER_RESOURCES=os.environ.get("BLENDER_USER_RESOURCES",
+                                                                  str(ROOT / ".blender_user")))
 
 
 COMMANDS = {"test": command_test, "demo": command_demo}

@@ -1,6 +1,7 @@
 """The `spritediff` command line.
 
     spritediff generate --model DIR --reference ref.png --poses DIR_OR_GLOB --out DIR [options]
+    spritediff draw-poses POSES.json --out DIR [--width --height --stroke-scale auto|N]
     spritediff convert SRC DST [--dtype fp16]
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import SpriteDiffError
-from .files import MANIFEST, staged_directory, write_json
+from .files import save_frames
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -69,28 +70,23 @@ def generate(args: argparse.Namespace) -> Path:
         context_overlap=args.context_overlap, loop=not args.no_loop,
     )
     seconds = time.perf_counter() - started
-    names = [f"frame_{index:04d}.png" for index in range(len(frames))]
-    with staged_directory(args.out) as staging:
-        for frame, name in zip(frames, names):
-            frame.save(staging / name)
-        write_json(staging / MANIFEST, {
-            "files": names,
-            "model": str(Path(args.model).resolve()),
-            "reference": str(Path(args.reference).resolve()),
-            "poses": [str(path.resolve()) for path in pose_paths],
-            "width": args.width,
-            "height": args.height,
-            "num_inference_steps": args.steps,
-            "guidance_scale": args.guidance,
-            "seed": seed,
-            "context_frames": args.context_frames,
-            "context_overlap": args.context_overlap,
-            "loop": not args.no_loop,
-            "device": str(pipe.device),
-            "dtype": str(pipe.dtype).removeprefix("torch."),
-            "seconds": round(seconds, 3),
-            "versions": {"torch": torch.__version__, "spritediff": _version()},
-        })
+    names = save_frames(frames, args.out, {
+        "model": str(Path(args.model).resolve()),
+        "reference": str(Path(args.reference).resolve()),
+        "poses": [str(path.resolve()) for path in pose_paths],
+        "width": args.width,
+        "height": args.height,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "seed": seed,
+        "context_frames": args.context_frames,
+        "context_overlap": args.context_overlap,
+        "loop": not args.no_loop,
+        "device": str(pipe.device),
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "seconds": round(seconds, 3),
+        "versions": {"torch": torch.__version__, "spritediff": _version()},
+    })
     print(f"wrote {len(names)} frames to {args.out}")
     return Path(args.out)
 
@@ -105,6 +101,30 @@ def convert(args: argparse.Namespace) -> Path:
     destination = convert_weights(args.source, args.destination, dtype)
     print(f"wrote safetensors weights to {destination}")
     return destination
+
+
+def draw_poses(args: argparse.Namespace) -> Path:
+    from .drawing import write_pose_sequence
+    from .poses import PoseSequence
+
+    sequence = PoseSequence.load(args.poses)
+    width, height = args.width, args.height
+    if (width is None) != (height is None):
+        canvas_width, canvas_height = sequence.canvas_size
+        width = width or round(height * canvas_width / canvas_height)
+        height = height or round(width * canvas_height / canvas_width)
+    names = write_pose_sequence(sequence, args.out, width, height, stroke_scale=args.stroke_scale)
+    print(f"wrote {len(names)} pose images to {args.out}")
+    return Path(args.out)
+
+
+def _stroke_scale(text: str):
+    if text == "auto":
+        return text
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be 'auto' or a positive number")
+    return value
 
 
 def _version() -> str:
@@ -140,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
     gen.set_defaults(run=generate)
+
+    draw = commands.add_parser("draw-poses", help="draw an OpenPose JSON sequence as DWPose pose images")
+    draw.add_argument("poses", help="OpenPose JSON: a spritediff sequence, a list of frames, or one frame")
+    draw.add_argument("--out", required=True, help="output folder for pose_NNNN.png and poses.json")
+    draw.add_argument("--width", type=int, default=None, help="default: the JSON's canvas width")
+    draw.add_argument("--height", type=int, default=None, help="default: the JSON's canvas height")
+    draw.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
+                      help="'auto': strokes scale with the shorter side / 512 (DWPose exactly at 512); "
+                           "1: DWPose's pixel sizes at any canvas size")
+    draw.set_defaults(run=draw_poses)
 
     conv = commands.add_parser("convert", help="rewrite a weights folder as safetensors")
     conv.add_argument("source", help="a Moore-AnimateAnyone pretrained_weights/ folder")

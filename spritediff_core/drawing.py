@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .poses import PoseFrame
+from .poses import PoseFrame, PoseSequence
 
 REFERENCE_SIDE = 512
 STICK_WIDTH = 4
@@ -133,3 +133,25 @@ def draw_pose(frame: PoseFrame, width: int | None = None, height: int | None = N
               stroke_scale: StrokeScale = 1.0, hands: bool = True, face: bool = True) -> Image.Image:
     """The pose image as a PIL RGB image (see `draw_pose_array`)."""
     return Image.fromarray(draw_pose_array(frame, width, height, stroke_scale, hands, face), "RGB")
+
+
+def pose_image_names(count: int) -> list[str]:
+    return [f"pose_{index:04d}.png" for index in range(count)]
+
+
+def write_pose_sequence(sequence: PoseSequence, directory, width: int | None = None, height: int | None = None,
+                        stroke_scale: StrokeScale = "auto") -> list[str]:
+    """`poses.json` (OpenPose JSON) and one pose PNG per frame into `directory`, all or nothing."""
+    from .files import MANIFEST, staged_directory, write_json
+
+    frames = sequence.frames if width is None else [f.scaled_to(width, height or width) for f in sequence.frames]
+    sequence = sequence.with_frames(frames)
+    names = pose_image_names(len(frames))
+    with staged_directory(directory) as staging:
+        sequence.save(staging / "poses.json")
+        for frame, name in zip(frames, names):
+            draw_pose(frame, stroke_scale=stroke_scale).save(staging / name)
+        write_json(staging / MANIFEST, {"files": ["poses.json", *names], "name": sequence.name,
+                                        "fps": sequence.fps, "loop": sequence.loop,
+                                        "stroke_scale": stroke_scale})
+    return names

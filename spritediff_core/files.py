@@ -56,3 +56,17 @@ def _previous_outputs(destination: Path) -> set[str]:
 
 def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def frame_names(count: int) -> list[str]:
+    return [f"frame_{index:04d}.png" for index in range(count)]
+
+
+def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
+    """Numbered PNG frames plus `generation.json` (the settings, and the files written), all or nothing."""
+    names = frame_names(len(frames))
+    with staged_directory(directory) as staging:
+        for frame, name in zip(frames, names):
+            frame.save(staging / name)
+        write_json(staging / MANIFEST, {"files": names, **settings})
+    return names
