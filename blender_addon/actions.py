@@ -38,11 +38,22 @@ def action_fcurves(action: bpy.types.Action, obj: bpy.types.Object | None = None
     return list(getattr(action, "fcurves", []))
 
 
+POSE_CHANNELS = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle", "scale")
+
+
 class ActionState:
-    """Remembers an object's action, slot and the scene frame, and puts them back."""
+    """Remembers an object's action, slot, pose-bone transforms and the scene frame, and puts them back.
+
+    Evaluating an Action writes its channels into the pose bones, and they stay there after the Action is
+    unassigned; without restoring them one Action's pose would leak into the next and into the user's scene.
+    """
 
     def __init__(self, scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
         self.scene, self.obj = scene, obj
+        self.pose = {
+            bone.name: {channel: tuple(getattr(bone, channel)) for channel in POSE_CHANNELS}
+            for bone in (obj.pose.bones if obj.pose else ())
+        }
         self.frame, self.subframe = scene.frame_current, scene.frame_subframe
         animation = obj.animation_data
         self.had_animation = animation is not None
@@ -58,3 +69,9 @@ class ActionState:
             if not self.had_animation and self.action is None:
                 self.obj.animation_data_clear()
         self.scene.frame_set(self.frame, subframe=self.subframe)
+        # After frame_set, which re-evaluates the Action: unkeyed tweaks on animated channels survive too.
+        for name, channels in self.pose.items():
+            bone = self.obj.pose.bones.get(name)
+            if bone is not None:
+                for channel, value in channels.items():
+                    setattr(bone, channel, value)
