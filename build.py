@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """spritediff's one entry point (standard library only).
 
-    python3 build.py test [PYTEST ARGS]   set up .venv, then run the whole test suite
+    python3 build.py test [PYTEST ARGS]   set up .venv (and .venv-bpy45), then run the whole test suite
     python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
 
 Setting up means: create `.venv` (or refresh it when requirements.txt changed), install the pinned
@@ -23,7 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "requirements.txt"
-STAMP = VENV / ".spritediff-setup"
+# Blender 4.5 LTS in its own environment: the armature/Action code must work on 4.5 and 5.0.
+VENV_BPY45 = ROOT / ".venv-bpy45"
+REQUIREMENTS_BPY45 = ROOT / "requirements-bpy45.txt"
+BPY45_TESTS = ["tests/test_armature_poses.py"]
 # Shared libraries the PyPI `bpy` module loads at import (libegl1 for Workbench/EEVEE renders).
 DEBIAN_PACKAGES = ["libx11-6", "libxrender1", "libxfixes3", "libxi6", "libxkbcommon0", "libxext6", "libsm6",
                    "libgl1", "libegl1"]
@@ -38,13 +41,13 @@ def run(command: list[str], **kwargs) -> None:
     subprocess.run(command, check=True, **kwargs)
 
 
-def venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+def venv_python(venv_dir: Path = VENV) -> Path:
+    return venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def setup_fingerprint() -> str:
+def setup_fingerprint(requirements: Path) -> str:
     digest = hashlib.sha256()
-    for path in (REQUIREMENTS, ROOT / "pyproject.toml"):
+    for path in (requirements, ROOT / "pyproject.toml"):
         digest.update(path.read_bytes())
     digest.update(sys.version.encode())
     return digest.hexdigest()
@@ -73,26 +76,39 @@ def ensure_debian_libraries() -> None:
     run(prefix + ["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
 
 
-def ensure_venv() -> Path:
+def ensure_venv(venv_dir: Path = VENV, requirements: Path = REQUIREMENTS, install_project: bool = True) -> Path:
+    """Create or refresh a virtual environment from a pinned requirements file (reused when unchanged)."""
     ensure_debian_libraries()
-    fingerprint = setup_fingerprint()
-    python = venv_python()
-    if python.exists() and STAMP.exists() and STAMP.read_text() == fingerprint:
+    fingerprint = setup_fingerprint(requirements)
+    python = venv_python(venv_dir)
+    stamp = venv_dir / ".spritediff-setup"
+    if python.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return python
     if not python.exists():
-        log(f"creating {VENV.name}")
-        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        log(f"creating {venv_dir.name}")
+        venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
     # One pip command for everything pinned: installing opencv or torch later would let pip pull numpy 2.
-    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS)])
-    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "-e", str(ROOT)])
-    STAMP.write_text(fingerprint)
+    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(requirements)])
+    if install_project:
+        run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps",
+             "--no-build-isolation", "-e", str(ROOT)])
+    stamp.write_text(fingerprint)
     return python
 
 
 def command_test(args: list[str]) -> int:
+    """The whole suite on Blender 5.0's bpy, then the armature/Action tests again on Blender 4.5 LTS."""
     python = ensure_venv()
-    return subprocess.run([str(python), "-m", "pytest", str(ROOT / "tests"), *args], cwd=ROOT).returncode
+    selected = [arg for arg in args if not arg.startswith("-")]
+    options = [arg for arg in args if arg.startswith("-")]
+    env = blender_environment()
+    main = subprocess.run([str(python), "-m", "pytest", *(selected or ["tests"]), *options], cwd=ROOT, env=env)
+    if selected:  # a chosen subset runs on the main environment only
+        return main.returncode
+    log("armature/Action tests on Blender 4.5 LTS")
+    python45 = ensure_venv(VENV_BPY45, REQUIREMENTS_BPY45, install_project=False)
+    lts = subprocess.run([str(python45), "-m", "pytest", *BPY45_TESTS, *options], cwd=ROOT, env=env)
+    return main.returncode or lts.returncode
 
 
 def command_demo(args: list[str]) -> int:
