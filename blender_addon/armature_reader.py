@@ -41,11 +41,15 @@ def find_armature(name: str | None) -> bpy.types.Object:
                 raise PoseReadError("no armature selected: select one, or name it with --armature")
             obj = armatures[0]
         return obj
+    return _named_object(name, "ARMATURE", "an armature")
+
+
+def _named_object(name: str, kind: str, what: str) -> bpy.types.Object:
     obj = bpy.data.objects.get(name)
     if obj is None:
         raise PoseReadError(f"no object named {name!r} in this file")
-    if obj.type != "ARMATURE":
-        raise PoseReadError(f"{name!r} is not an armature (it is a {obj.type.lower()})")
+    if obj.type != kind:
+        raise PoseReadError(f"{name!r} is not {what} (it is a {obj.type.lower()})")
     return obj
 
 
@@ -54,12 +58,7 @@ def find_camera(scene: bpy.types.Scene, name: str | None) -> bpy.types.Object:
         if scene.camera is None:
             raise PoseReadError(f"scene {scene.name!r} has no camera: add one or name it with --camera")
         return scene.camera
-    obj = bpy.data.objects.get(name)
-    if obj is None:
-        raise PoseReadError(f"no camera named {name!r} in this file")
-    if obj.type != "CAMERA":
-        raise PoseReadError(f"{name!r} is not a camera (it is a {obj.type.lower()})")
-    return obj
+    return _named_object(name, "CAMERA", "a camera")
 
 
 def find_action(armature: bpy.types.Object, name: str | None) -> bpy.types.Action:

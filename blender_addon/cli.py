@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import bpy
 
 from . import armature_reader as reader
-from .core import SpriteDiffError, drawing
+from .core import SpriteDiffError, drawing, load
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -95,10 +94,4 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m blender_addon") -> int:
-    args = build_parser(prog).parse_args(argv)
-    try:
-        args.run(args)
-    except SpriteDiffError as error:
-        print(f"spritediff: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return load("cli").run_command(build_parser(prog).parse_args(argv))
