@@ -99,8 +99,9 @@ def ensure_venv(venv_dir: Path = VENV, requirements: Path = REQUIREMENTS, instal
 def command_test(args: list[str]) -> int:
     """The whole suite on Blender 5.0's bpy, then the armature/Action tests again on Blender 4.5 LTS."""
     python = ensure_venv()
-    selected = [arg for arg in args if not arg.startswith("-")]
-    options = [arg for arg in args if arg.startswith("-")]
+    # Test paths (tests/x.py, tests/x.py::test_y) choose a subset; everything else is a pytest option.
+    selected = [arg for arg in args if (ROOT / arg.split("::")[0]).exists()]
+    options = [arg for arg in args if arg not in selected]
     env = blender_environment()
     main = subprocess.run([str(python), "-m", "pytest", *(selected or ["tests"]), *options], cwd=ROOT, env=env)
     if selected:  # a chosen subset runs on the main environment only
