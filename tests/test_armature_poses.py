@@ -125,6 +125,7 @@ def test_left_and_right_come_from_the_bones_not_the_screen(scene, character):
 # ---------------------------------------------------------------- other rigs' naming
 RIGIFY_NAMES = {"hips": "DEF-spine", "spine": "DEF-spine.001", "chest": "DEF-spine.003", "neck": "DEF-spine.004",
                 "head": "DEF-spine.006"}
+GENERIC_NAMES = {"hips": "pelvis", "spine": "spine_01", "chest": "spine_03", "neck": "neck_01", "head": "head"}
 MIXAMO_NAMES = {"hips": "Hips", "spine": "Spine", "chest": "Spine2", "neck": "Neck", "head": "Head"}
 for side, word in (("L", "Left"), ("R", "Right")):
     RIGIFY_NAMES.update({f"{b}.{side}": f"DEF-{b}.{side}" for b in ("upper_arm", "forearm", "hand", "thigh",
@@ -133,6 +134,10 @@ for side, word in (("L", "Left"), ("R", "Right")):
                          f"hand.{side}": f"{word}Hand", f"thigh.{side}": f"{word}UpLeg",
                          f"shin.{side}": f"{word}Leg", f"foot.{side}": f"{word}Foot",
                          f"shoulder.{side}": f"{word}Shoulder"})
+    GENERIC_NAMES.update({f"upper_arm.{side}": f"upperarm_{side.lower()}", f"forearm.{side}": f"lowerarm_{side.lower()}",
+                          f"hand.{side}": f"hand_{side.lower()}", f"thigh.{side}": f"thigh_{side.lower()}",
+                          f"shin.{side}": f"calf_{side.lower()}", f"foot.{side}": f"foot_{side.lower()}",
+                          f"shoulder.{side}": f"clavicle_{side.lower()}"})
 
 
 def build_renamed_rig(scene, names, prefix="", y_up=False):
@@ -165,6 +170,7 @@ def face_points(points):
     (RIGIFY_NAMES, "", "rigify"),
     (MIXAMO_NAMES, "mixamorig:", "mixamo"),
     (MIXAMO_NAMES, "mixamorig7:", "mixamo"),
+    (GENERIC_NAMES, "", "generic"),
 ])
 def test_foreign_rigs_map_correctly(scene, naming, prefix, expected_map):
     ours = rig_builder.build_armature(scene)
@@ -214,6 +220,18 @@ def test_neck_falls_back_to_the_shoulders_midpoint(scene):
     points = read_current(scene, obj, front)
     midpoint = (points.view[KEY["left_shoulder"]] + points.view[KEY["right_shoulder"]]) / 2
     np.testing.assert_allclose(points.view[KEY["neck"]], midpoint, atol=1e-6)
+
+
+def test_finger_bones_give_both_hands(scene, character):
+    armature, actions, camera = character
+    front = rig_builder.add_camera(scene, "front")
+    sequence = reader.read_pose_sequences(scene, armature, [actions["idle"]], front, 256, 256)[0]
+    frame = sequence.frames[0]
+    assert frame.left_hand is not None and (frame.left_hand[:, 2] > 0).all() and (frame.right_hand[:, 2] > 0).all()
+    np.testing.assert_allclose(frame.left_hand[0], frame.body[KEY["left_wrist"]])  # the hand's wrist is the body's
+    assert frame.left_hand[:, 0].mean() > frame.right_hand[:, 0].mean()  # facing us: left hand on screen right
+    plain = reader.read_pose_sequences(scene, armature, [actions["idle"]], front, 256, 256, hands=False)[0]
+    assert plain.frames[0].left_hand is None
 
 
 # ---------------------------------------------------------------- presets, sampling, framing

@@ -107,6 +107,14 @@ def test_console_entry_point_converts(tmp_path):
     assert (target / "image_encoder" / "model.safetensors").is_file()
 
 
+def test_console_script_is_installed():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "spritediff"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "generate" in result.stdout and "draw-poses" in result.stdout
+
+
 def test_core_never_imports_bpy():
     code = ("import sys, spritediff_core, spritediff_core.pipeline, spritediff_core.cli, spritediff_core.convert;"
             "assert 'bpy' not in sys.modules, 'bpy imported'")
