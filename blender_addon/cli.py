@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -52,10 +54,113 @@ def command_poses(args: argparse.Namespace) -> None:
     print(f"wrote {len(names)} poses of {sequences[0].name!r} ({width}x{height}) to {args.out}")
 
 
+def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
+    from .generation import GenerateOptions
+
+    model = args.model or os.environ.get("SPRITEDIFF_MODEL_DIR")
+    if not model:
+        raise SpriteDiffError("no weights folder: pass --model DIR or set SPRITEDIFF_MODEL_DIR")
+    return GenerateOptions(
+        model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
+        bone_map=args.bone_map, frames=args.frames, frame_range=args.range, loop=args.loop,
+        auto_frame=not args.no_auto_frame, reference_path=args.reference, width=args.width, height=args.height,
+        steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
+        atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, preview_plane=args.preview_plane,
+    )
+
+
+def generate_one(options, label: str = "") -> dict:
+    """Prepare, run and finish one generation in the open scene (blocking, as in background mode)."""
+    from .generation import GenerationJob, finish, prepare
+
+    scene = bpy.context.scene
+    job = GenerationJob(prepare(scene, options))
+    job.run_blocking()
+    status = job.poll()
+    if status.state != "finished":
+        raise SpriteDiffError(f"{label}generation {status.state}: {status.message}")
+    result = finish(scene, job)
+    print(f"{label}{job.prepared.name}: {len(job.frames)} frames in {job.seconds:.1f} s -> "
+          f"{result['paths']['atlas'].parent}")
+    return result
+
+
+def command_generate(args: argparse.Namespace) -> None:
+    open_blend(args.blend)
+    generate_one(options_from_args(args))
+    if args.save:
+        bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.save).resolve()))
+        print(f"saved {args.save}")
+
+
+def command_batch(args: argparse.Namespace) -> None:
+    """A TOML job file: [defaults] for every item, then [[character]] tables, each with a blend file,
+    reference picture and a list of actions; one generation per character x action."""
+    import tomllib
+
+    from .generation import GenerateOptions
+
+    path = Path(args.job)
+    try:
+        job = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpriteDiffError(f"job file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpriteDiffError(f"job file {path} is not valid TOML ({error})") from None
+    defaults = dict(job.get("defaults", {}))
+    characters = job.get("character", [])
+    if not characters:
+        raise SpriteDiffError(f"job file {path} lists no [[character]]")
+    items = [(c, a) for c in characters for a in (c.get("actions") or [None])]
+    failures = 0
+    known = set(GenerateOptions.__dataclass_fields__)
+    for number, (character, action) in enumerate(items, 1):
+        settings = {**defaults, **{k: v for k, v in character.items() if k not in ("name", "blend", "actions")}}
+        settings["action"] = action
+        settings.setdefault("model", os.environ.get("SPRITEDIFF_MODEL_DIR", ""))
+        name = character.get("name", character.get("armature", "character"))
+        settings["output_dir"] = str(Path(settings.get("output_dir", "out/batch")) / name)
+        if "frame_range" in settings:
+            settings["frame_range"] = tuple(settings["frame_range"])
+        label = f"[{number}/{len(items)}] {name} {action or ''}: "
+        try:
+            unknown = set(settings) - known
+            if unknown:
+                raise SpriteDiffError(f"unknown settings {sorted(unknown)}")
+            if "blend" in character:
+                open_blend(str((path.parent / character["blend"]).resolve()))
+            generate_one(GenerateOptions(**settings), label)
+        except SpriteDiffError as error:
+            failures += 1
+            print(f"{label}FAILED: {error}", file=sys.stderr)
+    print(f"batch: {len(items) - failures} of {len(items)} done")
+    if failures:
+        raise SpriteDiffError(f"{failures} of {len(items)} batch items failed")
+
+
 def command_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     run_demo(Path(args.out), model=args.model, size=args.size, steps=args.steps)
+
+
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to read from the scene: shared by `poses` and `generate`."""
+    parser.add_argument("--blend", help="the .blend file to read (default: the open one)")
+    parser.add_argument("--armature", help="armature object (default: the active or only one)")
+    parser.add_argument("--action", help="Action name (default: the armature's current animation)")
+    count = parser.add_mutually_exclusive_group()
+    count.add_argument("--frames", type=int, help="N frames evenly sampled (a cycle never repeats frame 1)")
+    count.add_argument("--range", type=_frame_range, help="every frame from A to B inclusive, e.g. 1-24")
+    parser.add_argument("--camera", help="camera object (default: the scene camera)")
+    parser.add_argument("--width", type=int, help="canvas width (default: the render resolution)")
+    parser.add_argument("--height", type=int, help="canvas height (default: the render resolution)")
+    parser.add_argument("--bone-map", help="bone map name (spritediff, rigify, mixamo, generic) or JSON path")
+    loop = parser.add_mutually_exclusive_group()
+    loop.add_argument("--loop", dest="loop", action="store_true", default=None, help="treat as a cycle")
+    loop.add_argument("--no-loop", dest="loop", action="store_false", help="treat as a one-shot")
+    parser.add_argument("--no-auto-frame", action="store_true", help="use the camera frame as it is")
+    parser.add_argument("--out", required=True, help="output folder")
 
 
 def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentParser:
@@ -63,26 +168,31 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     commands = parser.add_subparsers(dest="command", required=True)
 
     poses = commands.add_parser("poses", help="write an Action's pose images and OpenPose JSON")
-    poses.add_argument("--blend", help="the .blend file to read (default: the open one)")
-    poses.add_argument("--armature", help="armature object (default: the active or only one)")
-    poses.add_argument("--action", help="Action name (default: the armature's current animation)")
-    count = poses.add_mutually_exclusive_group()
-    count.add_argument("--frames", type=int, help="N frames evenly sampled (a cycle never repeats frame 1)")
-    count.add_argument("--range", type=_frame_range, help="every frame from A to B inclusive, e.g. 1-24")
-    poses.add_argument("--camera", help="camera object (default: the scene camera)")
-    poses.add_argument("--width", type=int, help="canvas width (default: the render resolution)")
-    poses.add_argument("--height", type=int, help="canvas height (default: the render resolution)")
-    poses.add_argument("--bone-map", help="bone map name (spritediff, rigify, mixamo, generic) or JSON path")
-    loop = poses.add_mutually_exclusive_group()
-    loop.add_argument("--loop", dest="loop", action="store_true", default=None, help="treat as a cycle")
-    loop.add_argument("--no-loop", dest="loop", action="store_false", help="treat as a one-shot")
-    poses.add_argument("--no-auto-frame", action="store_true", help="use the camera frame as it is")
+    add_scene_arguments(poses)
     poses.add_argument("--frame-with", action="append", default=[], metavar="ACTION",
                        help="other Actions of the character that share the same framing (repeatable)")
     poses.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
                        help="'auto' (shorter side / 512, DWPose's look at any size) or a number (1 = DWPose)")
-    poses.add_argument("--out", required=True, help="output folder")
     poses.set_defaults(run=command_poses)
+
+    gen = commands.add_parser("generate", help="generate sprites for an Action (frames, atlas, .blend data)")
+    add_scene_arguments(gen)
+    gen.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR)")
+    gen.add_argument("--reference", required=True, help="the character picture")
+    gen.add_argument("--steps", type=int, default=25)
+    gen.add_argument("--guidance", type=float, default=3.5)
+    gen.add_argument("--seed", type=int, default=1234)
+    gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
+    gen.add_argument("--atlas-columns", type=int, default=None)
+    gen.add_argument("--atlas-padding", type=int, default=0)
+    gen.add_argument("--preview-plane", action="store_true", help="add a plane playing the frames")
+    gen.add_argument("--save", help="save the .blend with the results to this path")
+    gen.set_defaults(run=command_generate, width=512, height=512)
+
+    batch = commands.add_parser("batch", help="run a TOML job file: characters x actions")
+    batch.add_argument("job", help="job file (see README)")
+    batch.set_defaults(run=command_batch)
 
     demo = commands.add_parser("demo", help="build the demo scene, draw the presets' poses, generate frames")
     demo.add_argument("--out", default="out/demo")

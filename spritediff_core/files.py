@@ -36,7 +36,11 @@ def staged_directory(destination: str | Path, replace_previous_run: bool = True)
             )
         destination.mkdir(parents=True, exist_ok=True)
         for name in previous:
-            (destination / name).unlink(missing_ok=True)
+            old = destination / name
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
         for path in sorted(staging.iterdir()):
             os.replace(path, destination / path.name)
     finally:
@@ -70,3 +74,32 @@ def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
             frame.save(staging / name)
         write_json(staging / MANIFEST, {"files": names, **settings})
     return names
+
+
+def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
+                   pose_images=(), atlas_columns: int | None = None, atlas_padding: int = 0) -> dict[str, Path]:
+    """One animation's results, all or nothing: `frames/` (numbered PNGs + generation.json), `poses/`,
+    `<name>_atlas.png` and its TexturePacker JSON. Returns the paths written."""
+    from .atlas import pack_grid, texturepacker_hash
+
+    directory = Path(directory)
+    names = frame_names(len(frames))
+    atlas = pack_grid(frames, atlas_columns, atlas_padding)
+    atlas_name = f"{name}_atlas.png"
+    with staged_directory(directory) as staging:
+        (staging / "frames").mkdir()
+        for frame, frame_name in zip(frames, names):
+            frame.save(staging / "frames" / frame_name)
+        write_json(staging / "frames" / MANIFEST, {"files": names, "animation": name, "fps": fps, "loop": loop,
+                                                   **settings})
+        if pose_images:
+            (staging / "poses").mkdir()
+            for index, pose in enumerate(pose_images):
+                pose.save(staging / "poses" / f"pose_{index:04d}.png")
+        atlas.image.save(staging / atlas_name)
+        write_json(staging / f"{name}_atlas.json", texturepacker_hash(atlas, atlas_name, names, name, fps, loop))
+        top_level = ["frames", "poses", atlas_name, f"{name}_atlas.json"] if pose_images else \
+            ["frames", atlas_name, f"{name}_atlas.json"]
+        write_json(staging / MANIFEST, {"files": top_level, "animation": name})
+    return {"frames": directory / "frames", "first_frame": directory / "frames" / names[0],
+            "atlas": directory / atlas_name, "atlas_json": directory / f"{name}_atlas.json"}

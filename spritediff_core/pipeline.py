@@ -246,10 +246,9 @@ class SpriteSheetPipeline:
             self._lock.release()
         if output_type == "pt":
             return frames
-        array = frames.permute(0, 2, 3, 1).numpy()
         if output_type == "np":
-            return array
-        return [Image.fromarray((frame * 255).round().astype(np.uint8)) for frame in array]
+            return frames.permute(0, 2, 3, 1).numpy()
+        return [tensor_to_pil(frame) for frame in frames]
 
     def _validate(self, reference, poses, width, height, steps, guidance, context_frames, overlap,
                   output_type, tensor_inputs) -> None:
@@ -347,6 +346,12 @@ class SpriteSheetPipeline:
             torch.cuda.empty_cache()
         elif self.device.type == "mps":
             torch.mps.empty_cache()
+
+
+def tensor_to_pil(frame: torch.Tensor) -> Image.Image:
+    """A (3, H, W) float frame in [0, 1] as an RGB image (rounded to the nearest 8-bit value)."""
+    array = frame.permute(1, 2, 0).numpy()
+    return Image.fromarray((array * 255).round().astype(np.uint8), "RGB")
 
 
 def make_scheduler(config: InferenceConfig) -> DDIMScheduler:

@@ -242,3 +242,24 @@ def load_checked(
 ) -> None:
     """Load a whole model from one checkpoint, every key accounted for."""
     model.load_state_dict(check_state_dict(model.state_dict(), state, source, tolerated_extra), strict=True)
+
+
+def weights_fingerprint(root: str | Path) -> dict[str, Any]:
+    """A cheap identity of a weights folder, for reproducing a result: each checkpoint's name, size and a
+    SHA-256 of its first and last MiB (enough to tell releases and fine-tunes apart without reading GBs)."""
+    import hashlib
+
+    layout = locate_weights(root)
+    files = [layout.denoising_unet, layout.reference_unet, layout.pose_guider, layout.motion_module]
+    files += sorted(p for folder in (layout.vae, layout.image_encoder) for p in folder.iterdir() if p.is_file())
+    identity = {}
+    for path in files:
+        digest = hashlib.sha256()
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), 2)
+                digest.update(handle.read())
+        identity[path.relative_to(layout.root).as_posix()] = {"size": size, "sha256_ends": digest.hexdigest()}
+    return {"folder": str(layout.root.resolve()), "files": identity}

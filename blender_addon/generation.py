@@ -1,0 +1,318 @@
+"""Generate Sprites, as a job in three parts so the UI never freezes and the scene never half-changes:
+
+1. `prepare` (main thread): read everything from the scene (armature, Action, camera, reference) and draw the
+   pose images. Only reads; every problem is a clear SpriteDiffError before anything starts.
+2. `GenerationJob` (worker thread): load the model (cached), run the core, decode frames one by one. It never
+   touches bpy. `poll()` reports progress and new frames; `cancel()` stops it within one denoising step.
+3. `finish` (main thread): write the files (staged, all or nothing), then create the Blender datablocks
+   (image sequence, packed atlas, optional preview plane, custom properties). Nothing in the scene changes
+   before this point, and if this part fails what it created is removed again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+from . import armature_reader as reader
+from .core import SpriteDiffError, drawing, files, load
+
+
+@dataclass
+class GenerateOptions:
+    """Everything one Generate Sprites run needs, as plain values (from the panel or the command line)."""
+
+    model: str
+    output_dir: str
+    armature: str | None = None
+    action: str | None = None
+    camera: str | None = None
+    bone_map: str | None = None
+    frames: int | None = None
+    frame_range: tuple[int, int] | None = None
+    loop: bool | None = None
+    auto_frame: bool = True
+    reference_path: str | None = None
+    reference_image: str | None = None  # name of a Blender image
+    width: int = 512
+    height: int = 512
+    steps: int = 25
+    guidance: float = 3.5
+    seed: int = 1234
+    context_frames: int = 24
+    context_overlap: int = 4
+    device: str | None = None
+    dtype: str | None = None
+    atlas_columns: int | None = None
+    atlas_padding: int = 0
+    preview_plane: bool = False
+
+
+@dataclass
+class PreparedJob:
+    options: GenerateOptions
+    name: str
+    fps: float
+    loop: bool
+    reference: Any  # PIL image
+    pose_images: list
+    pose_sequence: Any
+    scene_name: str
+
+
+def _reference_from_blender_image(name: str):
+    from PIL import Image
+
+    image = bpy.data.images.get(name)
+    if image is None:
+        raise SpriteDiffError(f"no Blender image named {name!r}")
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise SpriteDiffError(f"Blender image {name!r} has no pixels (is its file missing?)")
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    array = (pixels.reshape(height, width, 4)[::-1] * 255).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(array, "RGBA")
+
+
+def load_reference(options: GenerateOptions):
+    from PIL import Image, UnidentifiedImageError
+
+    if options.reference_image:
+        return _reference_from_blender_image(options.reference_image)
+    if not options.reference_path:
+        raise SpriteDiffError("no reference picture: choose an image file or a Blender image")
+    path = Path(bpy.path.abspath(options.reference_path))
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise SpriteDiffError(f"reference picture {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise SpriteDiffError(f"reference picture {path} is not a readable image ({error})") from None
+
+
+def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
+    """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
+    armature = reader.find_armature(options.armature)
+    camera = reader.find_camera(scene, options.camera)
+    action = reader.find_action(armature, options.action)
+    model = Path(bpy.path.abspath(options.model)) if options.model else None
+    if model is None or not str(options.model).strip():
+        raise SpriteDiffError("no weights folder set: choose the pretrained_weights folder in the preferences")
+    load("weights").locate_weights(model)  # a missing folder or file is reported now, not after a wait
+    for name, value in (("width", options.width), ("height", options.height)):
+        if value <= 0 or value % 8:
+            raise SpriteDiffError(f"{name} must be a positive multiple of 8, got {value}")
+    reference = load_reference(options)
+    sampling = reader.FrameSampling(count=options.frames, frame_range=options.frame_range)
+    sequence = reader.read_pose_sequences(scene, armature, [action], camera, options.width, options.height,
+                                          bone_map=options.bone_map, sampling=sampling, loop=options.loop,
+                                          auto_frame=options.auto_frame)[0]
+    pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
+    return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
+                       scene.name)
+
+
+# ---------------------------------------------------------------- the worker
+_PIPELINES: dict[tuple, Any] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def cached_pipeline(model: str, device: str | None, dtype: str | None):
+    """Loading weights takes long: keep the last pipeline per (folder, device, dtype) while Blender runs."""
+    key = (str(Path(model).resolve()), device, dtype)
+    with _PIPELINES_LOCK:
+        if key not in _PIPELINES:
+            _PIPELINES.clear()  # one model in memory at a time
+            _PIPELINES[key] = load("pipeline").SpriteSheetPipeline.from_pretrained(model, device=device, dtype=dtype)
+        return _PIPELINES[key]
+
+
+def release_pipelines() -> None:
+    with _PIPELINES_LOCK:
+        _PIPELINES.clear()
+
+
+@dataclass
+class JobStatus:
+    state: str  # "running", "finished", "failed", "cancelled"
+    step: int
+    total_steps: int
+    frames_done: int
+    total_frames: int
+    message: str = ""
+    new_frames: list = field(default_factory=list)  # (index, PIL image) decoded since the last poll
+
+    @property
+    def progress(self) -> float:
+        steps = self.step / max(self.total_steps, 1)
+        frames = self.frames_done / max(self.total_frames, 1)
+        return 0.9 * steps + 0.1 * frames
+
+
+class GenerationJob:
+    """Runs the core for one prepared job on a worker thread; poll() from the main thread."""
+
+    def __init__(self, prepared: PreparedJob) -> None:
+        self.prepared = prepared
+        self.frames: list = []
+        self.seconds = 0.0
+        self._state = "running"
+        self._message = ""
+        self._step = 0
+        self._reported = 0
+        self._cancel = threading.Event()
+        self._pipe = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_blocking, name="spritediff-generate", daemon=True)
+        self._thread.start()
+
+    def run_blocking(self) -> None:
+        options = self.prepared.options
+        started = time.perf_counter()
+        try:
+            self._pipe = cached_pipeline(options.model, options.device, options.dtype)
+            if self._cancel.is_set():
+                raise load("errors").GenerationCancelled("cancelled")
+            latents = self._pipe(
+                self.prepared.reference, self.prepared.pose_images, options.width, options.height,
+                num_inference_steps=options.steps, guidance_scale=options.guidance, seed=options.seed,
+                context_frames=options.context_frames, context_overlap=options.context_overlap,
+                loop=self.prepared.loop, output_type="latent", callback_on_step_end=self._on_step,
+                show_progress=False,
+            )
+            for index in range(latents.shape[2]):  # one by one, so the UI can show frames as they finish
+                if self._cancel.is_set():
+                    raise load("errors").GenerationCancelled("cancelled")
+                frame = self._pipe.decode(latents[:, :, index:index + 1])[0]
+                image = load("pipeline").tensor_to_pil(frame)
+                with self._lock:
+                    self.frames.append(image)
+            self._set_state("finished")
+        except load("errors").GenerationCancelled:
+            self._set_state("cancelled", "cancelled")
+        except SpriteDiffError as error:
+            self._set_state("failed", str(error))
+        except Exception as error:  # noqa: BLE001  (report, never a traceback dialog)
+            self._set_state("failed", f"{type(error).__name__}: {error}")
+        finally:
+            self.seconds = time.perf_counter() - started
+
+    def _on_step(self, _pipe, index, _timestep, values):
+        with self._lock:
+            self._step = index + 1
+        return values
+
+    def _set_state(self, state: str, message: str = "") -> None:
+        with self._lock:
+            self._state, self._message = state, message
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        if self._pipe is not None:
+            self._pipe.cancel()
+
+    def poll(self) -> JobStatus:
+        with self._lock:
+            new = [(i, self.frames[i]) for i in range(self._reported, len(self.frames))]
+            self._reported = len(self.frames)
+            return JobStatus(self._state, self._step, self.prepared.options.steps, len(self.frames),
+                             len(self.prepared.pose_images), self._message, new)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+
+# ---------------------------------------------------------------- back into Blender
+def settings_record(prepared: PreparedJob, seconds: float) -> dict[str, Any]:
+    options = asdict(prepared.options)
+    options["frame_range"] = list(options["frame_range"]) if options["frame_range"] else None
+    return {"animation": prepared.name, "settings": options, "seconds": round(seconds, 3),
+            "weights": load("weights").weights_fingerprint(prepared.options.model)}
+
+
+def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
+    """Write the files, then add the results to the .blend; on failure nothing stays behind in the scene."""
+    prepared = job.prepared
+    options = prepared.options
+    record = settings_record(prepared, job.seconds)
+    out = Path(bpy.path.abspath(options.output_dir)) / prepared.name
+    paths = files.save_animation(out, prepared.name, job.frames, {"seed": options.seed, "model": options.model},
+                                 prepared.fps, prepared.loop, prepared.pose_images, options.atlas_columns,
+                                 options.atlas_padding)
+    created: list = []  # (collection, datablock), removed again if a later step fails
+    try:
+        sequence = bpy.data.images.load(str(paths["first_frame"]), check_existing=False)
+        created.append((bpy.data.images, sequence))
+        sequence.name = f"{prepared.name}_frames"
+        sequence.source = "SEQUENCE"
+        atlas = bpy.data.images.load(str(paths["atlas"]), check_existing=False)
+        created.append((bpy.data.images, atlas))
+        atlas.name = f"{prepared.name}_atlas"
+        atlas.pack()
+        atlas.use_fake_user = True  # keep it when saving even if nothing uses it yet
+        text = json.dumps(record, indent=1)
+        for image in (sequence, atlas):
+            image["spritediff"] = text
+            image["spritediff_seed"] = options.seed
+            image["spritediff_frames"] = len(job.frames)
+            image["spritediff_fps"] = prepared.fps
+            image["spritediff_loop"] = prepared.loop
+        if options.preview_plane:
+            created.extend(add_preview_plane(scene, sequence, prepared, options))
+    except Exception:
+        for collection, block in reversed(created):
+            collection.remove(block)
+        raise
+    return {"sequence": sequence, "atlas": atlas, "paths": paths, "record": record}
+
+
+def add_preview_plane(scene, sequence, prepared: PreparedJob, options: GenerateOptions) -> list:
+    """A plane in front of the camera that plays the frames (emission shader on the image sequence)."""
+    camera = reader.find_camera(scene, options.camera)
+    mesh = bpy.data.meshes.new(f"{prepared.name}_preview")
+    aspect = options.width / options.height
+    mesh.from_pydata([(-aspect / 2, -0.5, 0), (aspect / 2, -0.5, 0), (aspect / 2, 0.5, 0), (-aspect / 2, 0.5, 0)],
+                     [], [(0, 1, 2, 3)])
+    mesh.uv_layers.new().data.foreach_set("uv", [0, 0, 1, 0, 1, 1, 0, 1])
+    material = bpy.data.materials.new(f"{prepared.name}_preview")
+    material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes.clear()
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.image = sequence
+    texture.image_user.frame_duration = len(prepared.pose_images)
+    texture.image_user.frame_start = scene.frame_start
+    texture.image_user.use_auto_refresh = True
+    texture.image_user.use_cyclic = prepared.loop
+    emission = nodes.new("ShaderNodeEmission")
+    output = nodes.new("ShaderNodeOutputMaterial")
+    links.new(texture.outputs["Color"], emission.inputs["Color"])
+    links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    mesh.materials.append(material)
+    plane = bpy.data.objects.new(f"{prepared.name}_preview", mesh)
+    scene.collection.objects.link(plane)
+    plane.matrix_world = camera.matrix_world @ _in_front_of_camera(camera)
+    return [(bpy.data.objects, plane), (bpy.data.meshes, mesh), (bpy.data.materials, material)]
+
+
+def _in_front_of_camera(camera):
+    from mathutils import Matrix
+
+    size = camera.data.ortho_scale if camera.data.type == "ORTHO" else 2.0
+    return Matrix.Translation((size * 0.75, 0.0, -2.0)) @ Matrix.Scale(size / 2, 4)
