@@ -3,6 +3,7 @@
 
     python3 build.py test [PYTEST ARGS]   set up .venv (and .venv-bpy45), then run the whole test suite
     python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
+    python3 build.py extension            build dist/spritediff-<version>.zip (validated by Blender's tool)
 
 Setting up means: create `.venv` (or refresh it when requirements.txt changed), install the pinned
 requirements in one pip command (bpy needs numpy<2, see requirements.txt), install spritediff itself
@@ -126,7 +127,60 @@ def blender_environment() -> dict[str, str]:
                                                                   str(ROOT / ".blender_user")))
 
 
-COMMANDS = {"test": command_test, "demo": command_demo}
+EXTENSION_STAGE = ROOT / "build" / "extension" / "spritediff"
+DIST = ROOT / "dist"
+# What the extension zip holds: the add-on at its root, with the core and the rig data vendored inside.
+ADDON_EXCLUDE = {"__main__.py", "demo.py"}
+
+
+def blender_ext_tool(python: Path) -> Path:
+    """Blender's own extension tool, shipped inside the bpy module of `python`'s environment."""
+    found = sorted(python.parent.parent.glob("lib/python*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        sys.exit("blender_ext.py not found in the bpy module of .venv")
+    return found[-1]
+
+
+def manifest_version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))["version"]
+
+
+def stage_extension() -> Path:
+    if EXTENSION_STAGE.exists():
+        shutil.rmtree(EXTENSION_STAGE)
+    EXTENSION_STAGE.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for path in sorted((ROOT / "blender_addon").glob("*.py")):
+        if path.name not in ADDON_EXCLUDE:
+            shutil.copy2(path, EXTENSION_STAGE / path.name)
+    shutil.copytree(ROOT / "spritediff_core", EXTENSION_STAGE / "spritediff_core", ignore=ignore)
+    shutil.copytree(ROOT / "rigs", EXTENSION_STAGE / "rigs", ignore=ignore)
+    shutil.copy2(ROOT / "blender_manifest.toml", EXTENSION_STAGE / "blender_manifest.toml")
+    shutil.copy2(ROOT / "README.md", EXTENSION_STAGE / "README.md")
+    return EXTENSION_STAGE
+
+
+def command_extension(args: list[str]) -> int:
+    build_extension(ensure_venv())
+    return 0
+
+
+def build_extension(python: Path) -> Path:
+    """dist/spritediff-<version>.zip, validated and built by Blender's own blender_ext.py."""
+    tool = blender_ext_tool(python)
+    stage = stage_extension()
+    run([str(python), str(tool), "validate", str(stage)])
+    DIST.mkdir(exist_ok=True)
+    zip_path = DIST / f"spritediff-{manifest_version()}.zip"
+    zip_path.unlink(missing_ok=True)
+    run([str(python), str(tool), "build", "--source-dir", str(stage), "--output-filepath", str(zip_path)])
+    log(f"built {zip_path.relative_to(ROOT)}")
+    return zip_path
+
+
+COMMANDS = {"test": command_test, "demo": command_demo, "extension": command_extension}
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ def find_armature(name: str | None) -> bpy.types.Object:
         if obj is None or obj.type != "ARMATURE":
             armatures = [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
             if len(armatures) != 1:
-                raise PoseReadError("no armature selected: select one, or name it with --armature")
+                raise PoseReadError("no armature selected: select one, pick it in the Sprites panel, or pass --armature")
             obj = armatures[0]
         return obj
     return _named_object(name, "ARMATURE", "an armature")
@@ -56,7 +56,7 @@ def _named_object(name: str, kind: str, what: str) -> bpy.types.Object:
 def find_camera(scene: bpy.types.Scene, name: str | None) -> bpy.types.Object:
     if name is None:
         if scene.camera is None:
-            raise PoseReadError(f"scene {scene.name!r} has no camera: add one or name it with --camera")
+            raise PoseReadError(f"scene {scene.name!r} has no camera: add one, pick it in the Sprites panel, or pass --camera")
         return scene.camera
     return _named_object(name, "CAMERA", "a camera")
 

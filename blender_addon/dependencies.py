@@ -1,0 +1,121 @@
+"""Python packages the diffusion core needs inside Blender, which ships none of them.
+
+They are installed with pip, run by Blender's own Python, into the extension's user folder
+(`bpy.utils.extension_path_user`), never into the extension's own folder (replaced on every update), and
+that folder is put on sys.path when the add-on registers. The user picks the PyTorch build (CUDA or CPU);
+an optional folder of wheels allows offline installs. Progress and the full pip log are kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+# (import name, pip requirement). Versions follow requirements.txt, which the project is tested with.
+PACKAGES = (
+    ("torch", "torch==2.13.0"),
+    ("diffusers", "diffusers==0.42.1"),
+    ("transformers", "transformers==5.23.0"),
+    ("safetensors", "safetensors==0.8.0"),
+    ("PIL", "pillow==12.0.0"),
+    ("cv2", "opencv-python-headless==4.11.0.86"),
+    ("yaml", "pyyaml==6.0.3"),
+    ("tqdm", "tqdm==4.70.1"),
+)
+# PyTorch's own package index per build; PyPI's default torch wheels for Linux are the CUDA build.
+TORCH_INDEXES = {
+    "cuda": None,
+    "cpu": "https://download.pytorch.org/whl/cpu",
+}
+
+
+def missing_packages(packages: Sequence[tuple[str, str]] = PACKAGES) -> list[str]:
+    """pip requirements of the packages that cannot be imported here."""
+    return [requirement for module, requirement in packages if importlib.util.find_spec(module) is None]
+
+
+def site_packages_folder(package: str, create: bool = True) -> Path:
+    """The extension's private install folder, under Blender's user extension data."""
+    import bpy
+
+    return Path(bpy.utils.extension_path_user(package, path="site-packages", create=create))
+
+
+def add_to_path(folder: Path) -> None:
+    if folder.is_dir() and str(folder) not in sys.path:
+        sys.path.append(str(folder))  # after Blender's own packages: never shadow Blender's numpy
+
+
+@dataclass
+class InstallProgress:
+    done: bool = False
+    ok: bool = False
+    lines: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+
+    @property
+    def last_line(self) -> str:
+        return self.lines[-1] if self.lines else ""
+
+
+def pip_command(requirements: Sequence[str], target: Path, build: str = "cuda", wheels: Path | None = None,
+                python: str = sys.executable) -> list[str]:
+    """The pip call: Blender's Python, into `target`; where a package needs numpy, the version pip puts
+    there is constrained to Blender's own, so Blender's modules keep working."""
+    command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--upgrade",
+               "--target", str(target)]
+    if wheels is not None:
+        command += ["--no-index", "--find-links", str(wheels)]
+    elif TORCH_INDEXES.get(build):
+        command += ["--extra-index-url", TORCH_INDEXES[build]]
+    if importlib.util.find_spec("numpy") is not None:
+        import numpy
+
+        constraints = target.parent / "constraints.txt"
+        constraints.write_text(f"numpy=={numpy.__version__}\n", encoding="utf-8")
+        command += ["--constraint", str(constraints)]
+    return command + list(requirements)
+
+
+def install(requirements: Sequence[str], target: Path, build: str = "cuda", wheels: Path | None = None,
+            on_line: Callable[[str], None] | None = None, python: str = sys.executable) -> InstallProgress:
+    """Run pip (blocking); every output line goes to the log file and to `on_line`."""
+    if build not in TORCH_INDEXES:
+        raise ValueError(f"build must be one of {sorted(TORCH_INDEXES)}, got {build!r}")
+    target.mkdir(parents=True, exist_ok=True)
+    progress = InstallProgress(log_path=target.parent / "pip-install.log")
+    command = pip_command(requirements, target, build, wheels, python)
+    with open(progress.log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            line = line.rstrip()
+            log.write(line + "\n")
+            progress.lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        progress.ok = process.wait() == 0
+    progress.done = True
+    if progress.ok:
+        add_to_path(target)
+        importlib.invalidate_caches()
+    return progress
+
+
+def install_in_background(requirements: Sequence[str], target: Path, build: str = "cuda",
+                          wheels: Path | None = None) -> tuple[threading.Thread, InstallProgress]:
+    """The same on a thread, for the preferences' Install button; poll the returned progress."""
+    progress = InstallProgress(log_path=target.parent / "pip-install.log")
+
+    def run() -> None:
+        result = install(requirements, target, build, wheels, on_line=progress.lines.append)
+        progress.ok, progress.done = result.ok, True
+
+    thread = threading.Thread(target=run, name="spritediff-pip", daemon=True)
+    thread.start()
+    return thread, progress

@@ -1,0 +1,198 @@
+"""Operators: Preview Poses, Generate Sprites (a modal job that keeps the UI responsive), Cancel.
+
+Generation runs on a worker thread; a window-manager timer calls `JobRunner.poll`, which is also what the
+tests drive, since modal timers never tick without Blender's event loop. In background mode the same job
+runs blocking. Errors are reported as Blender reports, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+from . import armature_reader as reader
+from .core import SpriteDiffError, drawing
+from .generation import GenerationJob, finish, prepare, release_pipelines
+from .preferences import preferences
+from .properties import options_from_settings
+
+PREVIEW_IMAGE = "spritediff_preview"
+_runners: dict[str, "JobRunner"] = {}  # scene name -> the job running for it (UI state only)
+
+
+class JobRunner:
+    """Drives one GenerationJob from the main thread: progress, frame previews, finishing, cancel."""
+
+    def __init__(self, scene: bpy.types.Scene, job: GenerationJob, keep_model_loaded: bool = True) -> None:
+        self.scene_name, self.job, self.keep_model_loaded = scene.name, job, keep_model_loaded
+        self.result = None
+        self.error = ""
+
+    @property
+    def scene(self) -> bpy.types.Scene:
+        return bpy.data.scenes[self.scene_name]
+
+    def poll(self) -> str:
+        """One tick: returns 'running', 'finished', 'failed' or 'cancelled'."""
+        status = self.job.poll()
+        settings = self.scene.spritediff
+        settings.progress = status.progress
+        settings.status = f"step {status.step}/{status.total_steps}, frames {status.frames_done}/{status.total_frames}"
+        for _index, frame in status.new_frames:
+            show_preview(frame)
+        if status.state == "running":
+            return "running"
+        settings.running = False
+        _runners.pop(self.scene_name, None)
+        if not self.keep_model_loaded:
+            release_pipelines()
+        if status.state == "finished":
+            try:
+                self.result = finish(self.scene, self.job)
+            except (SpriteDiffError, OSError) as error:
+                self.error = str(error)
+                settings.status = f"failed: {error}"
+                return "failed"
+            settings.status = f"done: {len(self.job.frames)} frames in {self.job.seconds:.1f} s"
+            return "finished"
+        self.error = status.message
+        settings.status = status.state if status.state == "cancelled" else f"failed: {status.message}"
+        return status.state
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+
+def show_preview(frame) -> None:
+    """The latest finished frame in the `spritediff_preview` image (created on first use)."""
+    import numpy as np
+
+    rgba = np.asarray(frame.convert("RGBA"), dtype=np.float32)[::-1] / 255.0
+    height, width = rgba.shape[:2]
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None or tuple(image.size) != (width, height):
+        if image is not None:
+            bpy.data.images.remove(image)
+        image = bpy.data.images.new(PREVIEW_IMAGE, width, height, alpha=True)
+    image.pixels.foreach_set(rgba.ravel())
+    image.update()
+
+
+def start_generation(context) -> JobRunner:
+    """Prepare and start a job for the context's scene (raises SpriteDiffError before anything changes)."""
+    scene = context.scene
+    if scene.name in _runners:
+        raise SpriteDiffError("a generation is already running for this scene")
+    prefs = preferences(context)
+    options = options_from_settings(scene.spritediff, prefs)
+    job = GenerationJob(prepare(scene, options))
+    runner = JobRunner(scene, job, keep_model_loaded=prefs.keep_model_loaded if prefs else True)
+    _runners[scene.name] = runner
+    scene.spritediff.running = True
+    scene.spritediff.progress = 0.0
+    scene.spritediff.status = "loading model"
+    return runner
+
+
+class SPRITEDIFF_OT_generate(bpy.types.Operator):
+    bl_idname = "spritediff.generate"
+    bl_label = "Generate Sprites"
+    bl_description = "Generate one sprite frame per pose of the Action, from the reference picture"
+
+    _timer = None
+    _runner: JobRunner | None = None
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.name not in _runners
+
+    def execute(self, context):
+        try:
+            runner = start_generation(context)
+        except SpriteDiffError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        if bpy.app.background or context.window_manager is None or not context.window_manager.windows:
+            runner.job.run_blocking()  # no event loop: modal timers would never tick
+            return self._report(runner, runner.poll())
+        runner.job.start()
+        self._runner = runner
+        self._timer = context.window_manager.event_timer_add(0.25, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        state = self._runner.poll()
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+        if state == "running":
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        return self._report(self._runner, state)
+
+    def _report(self, runner: JobRunner, state: str):
+        if state == "finished":
+            self.report({"INFO"}, f"spritediff: {len(runner.job.frames)} frames, atlas "
+                                  f"{runner.result['atlas'].name}")
+            return {"FINISHED"}
+        self.report({"WARNING"} if state == "cancelled" else {"ERROR"},
+                    "spritediff: cancelled" if state == "cancelled" else f"spritediff: {runner.error}")
+        return {"CANCELLED"}
+
+
+class SPRITEDIFF_OT_cancel(bpy.types.Operator):
+    bl_idname = "spritediff.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop the running generation (within one denoising step); the scene stays as it was"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.name in _runners
+
+    def execute(self, context):
+        _runners[context.scene.name].cancel()
+        return {"FINISHED"}
+
+
+class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
+    bl_idname = "spritediff.preview_poses"
+    bl_label = "Preview Poses"
+    bl_description = "Draw the Action's pose images (what the model will follow) and show them as an image sequence"
+
+    def execute(self, context):
+        scene = context.scene
+        options = options_from_settings(scene.spritediff, preferences(context))
+        try:
+            armature = reader.find_armature(options.armature)
+            camera = reader.find_camera(scene, options.camera)
+            action = reader.find_action(armature, options.action)
+            sampling = reader.FrameSampling(count=options.frames, frame_range=options.frame_range)
+            sequence = reader.read_pose_sequences(scene, armature, [action], camera, options.width, options.height,
+                                                  bone_map=options.bone_map, sampling=sampling, loop=options.loop,
+                                                  auto_frame=options.auto_frame)[0]
+            folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
+            names = drawing.write_pose_sequence(sequence, folder)
+        except SpriteDiffError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        name = f"{sequence.name}_poses"
+        old = bpy.data.images.get(name)
+        if old is not None:
+            bpy.data.images.remove(old)
+        image = bpy.data.images.load(str(folder / names[0]))
+        image.name, image.source = name, "SEQUENCE"
+        self.report({"INFO"}, f"spritediff: {len(names)} poses of {sequence.name!r} in {folder}")
+        return {"FINISHED"}
+
+
+def cancel_all() -> None:
+    for runner in list(_runners.values()):
+        runner.cancel()
+        runner.job.wait(10)
+    _runners.clear()
+
+
+CLASSES = (SPRITEDIFF_OT_generate, SPRITEDIFF_OT_cancel, SPRITEDIFF_OT_preview_poses)

@@ -1,0 +1,74 @@
+"""The "Sprites" tab of the 3D View sidebar (N-panel)."""
+
+from __future__ import annotations
+
+import bpy
+
+from .operators import PREVIEW_IMAGE
+
+
+class VIEW3D_PT_spritediff(bpy.types.Panel):
+    bl_label = "spritediff"
+    bl_idname = "VIEW3D_PT_spritediff"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Sprites"
+
+    def draw(self, context):
+        settings = context.scene.spritediff
+        layout = self.layout
+
+        box = layout.box()
+        box.label(text="Motion", icon="ARMATURE_DATA")
+        box.prop(settings, "armature")
+        box.prop(settings, "bone_map")
+        box.prop(settings, "action")
+        row = box.row()
+        row.prop(settings, "frame_mode", expand=True)
+        if settings.frame_mode == "COUNT":
+            box.prop(settings, "frame_count")
+        else:
+            row = box.row(align=True)
+            row.prop(settings, "frame_start")
+            row.prop(settings, "frame_end")
+        box.prop(settings, "loop")
+
+        box = layout.box()
+        box.label(text="Camera", icon="CAMERA_DATA")
+        box.prop(settings, "camera")
+        box.prop(settings, "auto_frame")
+
+        box = layout.box()
+        box.label(text="Character", icon="IMAGE_DATA")
+        box.row().prop(settings, "reference_source", expand=True)
+        box.prop(settings, "reference_path" if settings.reference_source == "FILE" else "reference_image")
+        box.prop(settings, "camera_background")
+
+        box = layout.box()
+        box.label(text="Generation", icon="SETTINGS")
+        row = box.row(align=True)
+        row.prop(settings, "width")
+        row.prop(settings, "height")
+        box.prop(settings, "steps")
+        box.prop(settings, "guidance")
+        box.prop(settings, "seed")
+        box.prop(settings, "output_dir")
+        row = box.row(align=True)
+        row.prop(settings, "atlas_columns")
+        row.prop(settings, "atlas_padding")
+        box.prop(settings, "preview_plane")
+
+        layout.operator("spritediff.preview_poses", icon="POSE_HLT")
+        if settings.running:
+            layout.prop(settings, "progress", text=settings.status or "working")
+            layout.operator("spritediff.cancel", icon="CANCEL")
+        else:
+            layout.operator("spritediff.generate", icon="RENDER_ANIMATION")
+            if settings.status:
+                layout.label(text=settings.status)
+        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        if preview is not None and preview.preview is not None:
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
+
+
+CLASSES = (VIEW3D_PT_spritediff,)

@@ -1,0 +1,315 @@
+"""The built extension zip, installed into Blender's bpy module and driven headless.
+
+Builds dist/spritediff-<version>.zip with Blender's own tool, installs it with
+`extensions.package_install_files`, enables it, and runs Preview Poses and Generate Sprites with the tiny
+fixture model; drives the job's poll loop and cancels it; checks errors leave the scene unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402
+
+from conftest import MOORE_TINY, TINY_WEIGHTS  # noqa: E402
+
+MODULE = "bl_ext.user_default.spritediff"
+REFERENCE = MOORE_TINY / "inputs" / "ref.png"
+
+
+@pytest.fixture(scope="module")
+def extension_zip():
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    import build
+
+    return build.build_extension(Path(sys.executable))
+
+
+@pytest.fixture(scope="module")
+def ext(extension_zip):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo="user_default",
+                                                      enable_on_install=True)
+    assert result == {"FINISHED"}
+    assert MODULE in bpy.context.preferences.addons
+    import importlib
+
+    importlib.import_module(f"{MODULE}.rig_builder")  # the tests build scenes with the installed copy
+    yield sys.modules[MODULE]
+    addon_utils.disable(MODULE, default_set=True)
+    shutil.rmtree(Path(bpy.utils.user_resource("EXTENSIONS")) / "user_default" / "spritediff", ignore_errors=True)
+
+
+@pytest.fixture()
+def prefs(ext):
+    preferences = bpy.context.preferences.addons[MODULE].preferences
+    preferences.weights_dir = str(TINY_WEIGHTS)
+    preferences.device, preferences.precision = "CPU", "FP32"
+    return preferences
+
+
+@pytest.fixture()
+def scene(ext, prefs, tmp_path):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    armature, actions, camera = ext.rig_builder.build_character_scene(scene)
+    settings = scene.spritediff
+    settings.armature, settings.action, settings.camera = armature, actions["walk"], camera
+    settings.frame_count = 8
+    settings.reference_path = str(REFERENCE)
+    settings.width = settings.height = 64
+    settings.steps = 2
+    settings.output_dir = str(tmp_path / "sprites")
+    return scene
+
+
+def snapshot(scene):
+    """What a failed or cancelled job must not change."""
+    return {
+        "objects": sorted(o.name for o in bpy.data.objects),
+        "images": sorted(i.name for i in bpy.data.images),
+        "meshes": sorted(m.name for m in bpy.data.meshes),
+        "materials": sorted(m.name for m in bpy.data.materials),
+        "frame": scene.frame_current,
+        "action": scene.spritediff.armature.animation_data.action if scene.spritediff.armature
+        and scene.spritediff.armature.animation_data else None,
+        "pose": [tuple(b.rotation_euler) for b in scene.spritediff.armature.pose.bones]
+        if scene.spritediff.armature else None,
+    }
+
+
+def test_zip_holds_one_package_with_core_and_rigs(extension_zip):
+    import zipfile
+
+    names = zipfile.ZipFile(extension_zip).namelist()
+    assert "blender_manifest.toml" in names and "__init__.py" in names
+    assert "spritediff_core/pipeline.py" in names and "rigs/presets/walk.json" in names
+    assert not [n for n in names if n.endswith((".pyc", "demo.py"))]
+
+
+def test_registered_ui(ext):
+    assert hasattr(bpy.types.Scene, "spritediff")
+    assert hasattr(bpy.types, "VIEW3D_PT_spritediff")
+    assert bpy.types.VIEW3D_PT_spritediff.bl_category == "Sprites"
+    for name in ("generate", "cancel", "preview_poses", "install_dependencies"):
+        assert hasattr(bpy.ops.spritediff, name)
+    assert ext.core.PACKAGE == MODULE + ".spritediff_core"  # the vendored core, relative imports only
+
+
+def test_preview_poses(scene, tmp_path):
+    assert bpy.ops.spritediff.preview_poses() == {"FINISHED"}
+    image = bpy.data.images["walk_poses"]
+    assert image.source == "SEQUENCE"
+    assert len(list((tmp_path / "sprites" / "walk" / "pose_preview").glob("pose_*.png"))) == 8
+
+
+def test_generate_sprites_headless(scene, tmp_path):
+    scene.spritediff.preview_plane = True
+    assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    sequence, atlas = bpy.data.images["walk_frames"], bpy.data.images["walk_atlas"]
+    assert sequence.source == "SEQUENCE" and Path(sequence.filepath).name == "frame_0000.png"
+    assert atlas.packed_file is not None and atlas.size[0] == 3 * 64
+    record = json.loads(atlas["spritediff"])
+    assert record["settings"]["seed"] == 1234 and record["settings"]["steps"] == 2
+    assert "denoising_unet.pth" in record["weights"]["files"]
+    assert sequence["spritediff_frames"] == 8 and sequence["spritediff_loop"] is True
+    assert "walk_preview" in bpy.data.objects
+    assert scene.spritediff.status.startswith("done")
+    frames = sorted((tmp_path / "sprites" / "walk" / "frames").glob("frame_*.png"))
+    assert len(frames) == 8
+
+    saved = tmp_path / "result.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(saved))
+    shutil.rmtree(tmp_path / "sprites")  # the packed atlas must not need the file any more
+    bpy.ops.wm.open_mainfile(filepath=str(saved))
+    reloaded = bpy.data.images["walk_atlas"]
+    assert reloaded.packed_file is not None and reloaded.size[0] == 3 * 64 and reloaded.has_data is not None
+    pixels = list(reloaded.pixels[:4000])
+    assert any(value > 0 for value in pixels)
+    assert json.loads(reloaded["spritediff"])["animation"] == "walk"
+
+
+def test_job_poll_loop_and_cancel_leave_the_scene_unchanged(ext, scene):
+    scene.spritediff.steps = 300
+    before = snapshot(scene)
+    runner = ext.operators.start_generation(bpy.context)
+    runner.job.start()
+    deadline = time.monotonic() + 120
+    while runner.job.poll().step < 1:  # wait for the first denoising step (the model loads first)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert runner.poll() == "running" and 0 < scene.spritediff.progress < 1
+    assert scene.spritediff.running
+    assert bpy.ops.spritediff.cancel() == {"FINISHED"}
+    while (state := runner.poll()) == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert state == "cancelled" and runner.job.poll().step < 10
+    assert not scene.spritediff.running and scene.spritediff.status == "cancelled"
+    assert snapshot(scene) == before
+
+
+def run_failing(ext, scene, capfd, message):
+    """In background mode an operator's ERROR report raises RuntimeError carrying the message."""
+    before = snapshot(scene)
+    with pytest.raises(RuntimeError) as error:
+        bpy.ops.spritediff.generate()
+    assert message in str(error.value)
+    assert "Traceback" not in str(error.value)
+    assert snapshot(scene) == before
+
+
+def test_error_no_armature_selected(ext, prefs, capfd):
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    ext.rig_builder.add_camera(scene, "side")
+    run_failing(ext, scene, capfd, "no armature selected")
+
+
+def test_error_no_camera(ext, scene, capfd):
+    scene.spritediff.camera = None
+    bpy.data.objects.remove(bpy.data.objects["Camera_side"])
+    run_failing(ext, scene, capfd, "has no camera")
+
+
+def test_error_missing_weights_folder(ext, scene, prefs, tmp_path, capfd):
+    prefs.weights_dir = str(tmp_path / "no-weights")
+    run_failing(ext, scene, capfd, "does not exist")
+
+
+def test_error_weights_with_wrong_shapes(ext, scene, prefs, tmp_path, capfd):
+    broken = tmp_path / "weights"
+    shutil.copytree(TINY_WEIGHTS, broken)
+    for path in broken.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    state = torch.load(broken / "pose_guider.pth", weights_only=True)
+    state["conv_in.weight"] = torch.zeros(4, 3, 1, 1)
+    torch.save(state, broken / "pose_guider.pth")
+    prefs.weights_dir = str(broken)
+    run_failing(ext, scene, capfd, "(4, 3, 1, 1)")
+
+
+def test_error_unreadable_reference(ext, scene, tmp_path, capfd):
+    bad = tmp_path / "ref.png"
+    bad.write_text("not an image")
+    scene.spritediff.reference_path = str(bad)
+    run_failing(ext, scene, capfd, "not a readable image")
+
+
+def test_reference_from_a_blender_image(ext, scene, tmp_path):
+    image = bpy.data.images.load(str(REFERENCE))
+    settings = scene.spritediff
+    settings.reference_source, settings.reference_image = "IMAGE", image
+    settings.action = bpy.data.actions["Character_idle"]
+    settings.frame_count = 4
+    assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    assert bpy.data.images["idle_atlas"].packed_file is not None
+
+
+# ---------------------------------------------------------------- headless commands
+@pytest.fixture()
+def blend_file(scene, tmp_path):
+    path = tmp_path / "character.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    return path
+
+
+def generate_args(blend, out, **changes):
+    args = {"--blend": str(blend), "--action": "Character_jump", "--model": str(TINY_WEIGHTS),
+            "--reference": str(REFERENCE), "--width": "64", "--height": "64", "--steps": "2", "--out": str(out)}
+    args.update(changes)
+    return [part for key, value in args.items() for part in (key, value)]
+
+
+def test_cli_command_generates_and_saves(ext, blend_file, tmp_path):
+    saved = tmp_path / "with_sprites.blend"
+    argv = ["generate", *generate_args(blend_file, tmp_path / "cli"), "--save", str(saved)]
+    assert ext._cli(argv) == 0  # what `blender --command spritediff generate ...` calls
+    assert (tmp_path / "cli" / "jump" / "jump_atlas.png").is_file()
+    bpy.ops.wm.open_mainfile(filepath=str(saved))
+    assert bpy.data.images["jump_atlas"]["spritediff_loop"] is False
+    assert ext._cli(["poses", "--blend", str(blend_file), "--action", "Character_run", "--out",
+                     str(tmp_path / "p")]) == 0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"--armature": "Nobody"}, "no object named 'Nobody'"),
+    ({"--camera": "Character"}, "not a camera"),
+    ({"--model": "/nonexistent/weights"}, "does not exist"),
+    ({"--reference": "/nonexistent/ref.png"}, "does not exist"),
+    ({"--action": "Dance"}, "no Action named"),
+])
+def test_cli_failures_exit_nonzero(ext, blend_file, tmp_path, capsys, changes, message):
+    assert ext._cli(["generate", *generate_args(blend_file, tmp_path / "out", **changes)]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_job_file(ext, blend_file, tmp_path, capsys):
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[defaults]
+model = "{TINY_WEIGHTS}"
+width = 64
+height = 64
+steps = 2
+output_dir = "{tmp_path / 'batch'}"
+
+[[character]]
+name = "hero"
+blend = "{blend_file.name}"
+armature = "Character"
+reference_path = "{REFERENCE}"
+actions = ["Character_idle", "Character_attack"]
+""")
+    assert ext._cli(["batch", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] hero Character_idle" in out and "[2/2] hero Character_attack" in out
+    assert (tmp_path / "batch" / "hero" / "idle" / "idle_atlas.png").is_file()
+    assert (tmp_path / "batch" / "hero" / "attack" / "frames" / "frame_0003.png").is_file()
+    job.write_text(job.read_text().replace('"Character_attack"', '"Missing"'))
+    assert ext._cli(["batch", str(job)]) == 1
+    assert "FAILED" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- dependency installer
+def test_dependency_installer_offline_from_local_wheels(ext, tmp_path):
+    project = tmp_path / "pkg"
+    (project / "spritediff_fakedep").mkdir(parents=True)
+    (project / "spritediff_fakedep" / "__init__.py").write_text("VALUE = 42\n")
+    (project / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\n'
+                                            'build-backend = "setuptools.build_meta"\n'
+                                            '[project]\nname = "spritediff-fakedep"\nversion = "1.0"\n')
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(project)], check=True, capture_output=True)
+    target = tmp_path / "user" / "site-packages"
+    lines = []
+    progress = ext.dependencies.install(["spritediff-fakedep==1.0"], target, build="cpu", wheels=wheels,
+                                        on_line=lines.append)
+    assert progress.ok and lines and progress.log_path.read_text().startswith("$ ")
+    assert "--no-index" in progress.log_path.read_text()
+    import spritediff_fakedep
+
+    assert spritediff_fakedep.VALUE == 42 and str(target) in sys.path
+    import numpy
+
+    assert (target.parent / "constraints.txt").read_text().strip() == f"numpy=={numpy.__version__}"
+    failed = ext.dependencies.install(["not-a-package-anywhere"], tmp_path / "user2" / "sp", wheels=wheels)
+    assert not failed.ok and failed.log_path.is_file()
+
+
+def test_missing_packages_reports_what_cannot_be_imported(ext):
+    assert ext.dependencies.missing_packages() == []  # this environment has everything
+    assert ext.dependencies.missing_packages([("no_such_module_xyz", "xyz==1")]) == ["xyz==1"]
+    target = ext.dependencies.site_packages_folder(MODULE)
+    assert "extensions" in str(target) and "spritediff" in str(target)
