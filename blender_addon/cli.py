@@ -63,8 +63,8 @@ def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
     return GenerateOptions(
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
         bone_map=args.bone_map, frames=args.frames, frame_range=args.range, loop=args.loop,
-        auto_frame=not args.no_auto_frame, reference_path=args.reference, width=args.width, height=args.height,
-        steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
+        auto_frame=not args.no_auto_frame, frame_with=tuple(args.frame_with), reference_path=args.reference,
+        width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
         atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, preview_plane=args.preview_plane,
     )
 
@@ -141,7 +141,7 @@ def command_batch(args: argparse.Namespace) -> None:
 def command_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(Path(args.out), model=args.model, size=args.size, steps=args.steps)
+    run_demo(Path(args.out), model=args.model, size=args.size, steps=args.steps, reference=args.reference)
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +160,8 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--loop", dest="loop", action="store_true", default=None, help="treat as a cycle")
     loop.add_argument("--no-loop", dest="loop", action="store_false", help="treat as a one-shot")
     parser.add_argument("--no-auto-frame", action="store_true", help="use the camera frame as it is")
+    parser.add_argument("--frame-with", action="append", default=[], metavar="ACTION",
+                        help="other Actions of the character that share the same framing (repeatable)")
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -169,8 +171,6 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     poses = commands.add_parser("poses", help="write an Action's pose images and OpenPose JSON")
     add_scene_arguments(poses)
-    poses.add_argument("--frame-with", action="append", default=[], metavar="ACTION",
-                       help="other Actions of the character that share the same framing (repeatable)")
     poses.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
                        help="'auto' (shorter side / 512, DWPose's look at any size) or a number (1 = DWPose)")
     poses.set_defaults(run=command_poses)
@@ -199,6 +199,7 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     demo.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the tiny test model)")
     demo.add_argument("--size", type=int, default=None, help="generation size (default 512, 64 for the tiny model)")
     demo.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 3 for the tiny model)")
+    demo.add_argument("--reference", help="character picture (default: rigs/demo_character.png)")
     demo.set_defaults(run=command_demo)
     return parser
 

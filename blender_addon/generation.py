@@ -39,6 +39,7 @@ class GenerateOptions:
     frame_range: tuple[int, int] | None = None
     loop: bool | None = None
     auto_frame: bool = True
+    frame_with: tuple[str, ...] = ()  # other Actions of the character sharing one framing (steady scale)
     reference_path: str | None = None
     reference_image: str | None = None  # name of a Blender image
     width: int = 512
@@ -114,9 +115,10 @@ def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
             raise SpriteDiffError(f"{name} must be a positive multiple of 8, got {value}")
     reference = load_reference(options)
     sampling = reader.FrameSampling(count=options.frames, frame_range=options.frame_range)
-    sequence = reader.read_pose_sequences(scene, armature, [action], camera, options.width, options.height,
-                                          bone_map=options.bone_map, sampling=sampling, loop=options.loop,
-                                          auto_frame=options.auto_frame)[0]
+    others = [reader.find_action(armature, name) for name in options.frame_with]
+    sequence = reader.read_pose_sequences(scene, armature, [action, *others], camera, options.width,
+                                          options.height, bone_map=options.bone_map, sampling=sampling,
+                                          loop=options.loop, auto_frame=options.auto_frame)[0]
     pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
                        scene.name)
@@ -242,6 +244,7 @@ class GenerationJob:
 def settings_record(prepared: PreparedJob, seconds: float) -> dict[str, Any]:
     options = asdict(prepared.options)
     options["frame_range"] = list(options["frame_range"]) if options["frame_range"] else None
+    options["frame_with"] = list(options["frame_with"])
     return {"animation": prepared.name, "settings": options, "seconds": round(seconds, 3),
             "weights": load("weights").weights_fingerprint(prepared.options.model)}
 

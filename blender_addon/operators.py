@@ -28,6 +28,7 @@ class JobRunner:
         self.scene_name, self.job, self.keep_model_loaded = scene.name, job, keep_model_loaded
         self.result = None
         self.error = ""
+        self.preview_existed = PREVIEW_IMAGE in bpy.data.images
 
     @property
     def scene(self) -> bpy.types.Scene:
@@ -51,17 +52,25 @@ class JobRunner:
             try:
                 self.result = finish(self.scene, self.job)
             except (SpriteDiffError, OSError) as error:
+                self._drop_preview()
                 self.error = str(error)
                 settings.status = f"failed: {error}"
                 return "failed"
             settings.status = f"done: {len(self.job.frames)} frames in {self.job.seconds:.1f} s"
             return "finished"
+        self._drop_preview()
         self.error = status.message
         settings.status = status.state if status.state == "cancelled" else f"failed: {status.message}"
         return status.state
 
     def cancel(self) -> None:
         self.job.cancel()
+
+    def _drop_preview(self) -> None:
+        """A failed or cancelled job leaves no trace: not even the live preview image it made."""
+        image = bpy.data.images.get(PREVIEW_IMAGE)
+        if image is not None and not self.preview_existed:
+            bpy.data.images.remove(image)
 
 
 def show_preview(frame) -> None:

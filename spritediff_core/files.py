@@ -79,8 +79,9 @@ def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
 def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
                    pose_images=(), atlas_columns: int | None = None, atlas_padding: int = 0) -> dict[str, Path]:
     """One animation's results, all or nothing: `frames/` (numbered PNGs + generation.json), `poses/`,
-    `<name>_atlas.png` and its TexturePacker JSON. Returns the paths written."""
+    `<name>_atlas.png` with its TexturePacker JSON, and `<name>.gif`. Returns the paths written."""
     from .atlas import pack_grid, texturepacker_hash
+    from .previews import save_gif
 
     directory = Path(directory)
     names = frame_names(len(frames))
@@ -98,8 +99,9 @@ def save_animation(directory: str | Path, name: str, frames, settings: dict, fps
                 pose.save(staging / "poses" / f"pose_{index:04d}.png")
         atlas.image.save(staging / atlas_name)
         write_json(staging / f"{name}_atlas.json", texturepacker_hash(atlas, atlas_name, names, name, fps, loop))
-        top_level = ["frames", "poses", atlas_name, f"{name}_atlas.json"] if pose_images else \
-            ["frames", atlas_name, f"{name}_atlas.json"]
+        save_gif(frames, staging / f"{name}.gif", fps, loop)
+        top_level = ["frames", atlas_name, f"{name}_atlas.json", f"{name}.gif"] + (["poses"] if pose_images else [])
         write_json(staging / MANIFEST, {"files": top_level, "animation": name})
     return {"frames": directory / "frames", "first_frame": directory / "frames" / names[0],
-            "atlas": directory / atlas_name, "atlas_json": directory / f"{name}_atlas.json"}
+            "atlas": directory / atlas_name, "atlas_json": directory / f"{name}_atlas.json",
+            "preview": directory / f"{name}.gif"}

@@ -123,6 +123,7 @@ def test_generate_sprites_headless(scene, tmp_path):
     assert "denoising_unet.pth" in record["weights"]["files"]
     assert sequence["spritediff_frames"] == 8 and sequence["spritediff_loop"] is True
     assert "walk_preview" in bpy.data.objects
+    assert tuple(bpy.data.images["spritediff_preview"].size) == (64, 64)  # the live per-frame preview
     assert scene.spritediff.status.startswith("done")
     frames = sorted((tmp_path / "sprites" / "walk" / "frames").glob("frame_*.png"))
     assert len(frames) == 8

@@ -1,0 +1,41 @@
+"""The main job, `python3 build.py demo`, end to end (it runs `python -m blender_addon demo`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_demo_writes_poses_sprites_atlases_and_a_blend(tmp_path):
+    out = tmp_path / "demo"
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
+    env.pop("SPRITEDIFF_MODEL_DIR", None)
+    result = subprocess.run([sys.executable, "-m", "blender_addon", "demo", "--out", str(out)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "untrained" in result.stdout and "frames are noise" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["animation"] for row in summary["animations"]] == ["idle", "walk", "run", "jump", "attack"]
+    assert [row["frames"] for row in summary["animations"]] == [4, 8, 6, 4 + 2, 4]
+    for row in summary["animations"]:
+        name = row["animation"]
+        assert len(list((out / "poses" / name).glob("pose_*.png"))) == row["frames"]
+        atlas = json.loads((out / "sprites" / name / f"{name}_atlas.json").read_text())
+        assert len(atlas["frames"]) == row["frames"] and atlas["animations"][name]
+        gif = Image.open(out / "sprites" / name / f"{name}.gif")
+        assert gif.n_frames == row["frames"] and ("loop" in gif.info) == row["loop"]
+    assert Image.open(out / "poses_contact_sheet.png").size[0] > 1000
+    assert (out / "sprites_contact_sheet.png").is_file() and (out / "demo.blend").is_file()
+    check = ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]);"
+             "names = [n for n in ('idle','walk','run','jump','attack') if bpy.data.images[n + '_atlas'].packed_file];"
+             "print('PACKED', len(names), len(bpy.data.actions))")
+    opened = subprocess.run([sys.executable, "-c", check, str(out / "demo.blend")], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert "PACKED 5 5" in opened.stdout, opened.stderr[-2000:]
