@@ -27,7 +27,7 @@ REQUIREMENTS = ROOT / "requirements.txt"
 # Blender 4.5 LTS in its own environment: the armature/Action code must work on 4.5 and 5.0.
 VENV_BPY45 = ROOT / ".venv-bpy45"
 REQUIREMENTS_BPY45 = ROOT / "requirements-bpy45.txt"
-BPY45_TESTS = ["tests/test_armature_poses.py"]
+BPY45_TESTS = ["tests/test_armature_poses.py", "tests/test_extension.py"]
 # Shared libraries the PyPI `bpy` module loads at import (libegl1 for Workbench/EEVEE renders).
 DEBIAN_PACKAGES = ["libx11-6", "libxrender1", "libxfixes3", "libxi6", "libxkbcommon0", "libxext6", "libsm6",
                    "libgl1", "libegl1"]
