@@ -51,9 +51,9 @@ class JobRunner:
         if status.state == "finished":
             try:
                 self.result = finish(self.scene, self.job)
-            except (SpriteDiffError, OSError) as error:
+            except Exception as error:  # noqa: BLE001  (reported, and the scene is left as it was)
                 self._drop_preview()
-                self.error = str(error)
+                self.error = describe(error)
                 settings.status = f"failed: {error}"
                 return "failed"
             settings.status = f"done: {len(self.job.frames)} frames in {self.job.seconds:.1f} s"
@@ -71,6 +71,11 @@ class JobRunner:
         image = bpy.data.images.get(PREVIEW_IMAGE)
         if image is not None and not self.preview_existed:
             bpy.data.images.remove(image)
+
+
+def describe(error: Exception) -> str:
+    """Our own errors speak for themselves; anything else gets its type for the report."""
+    return str(error) if isinstance(error, SpriteDiffError) else f"{type(error).__name__}: {error}"
 
 
 def show_preview(frame) -> None:
@@ -119,8 +124,8 @@ class SPRITEDIFF_OT_generate(bpy.types.Operator):
     def execute(self, context):
         try:
             runner = start_generation(context)
-        except SpriteDiffError as error:
-            self.report({"ERROR"}, str(error))
+        except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
+            self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}
         if bpy.app.background or context.window_manager is None or not context.window_manager.windows:
             runner.job.run_blocking()  # no event loop: modal timers would never tick
@@ -184,8 +189,8 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
                                                   auto_frame=options.auto_frame)[0]
             folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
             names = drawing.write_pose_sequence(sequence, folder)
-        except SpriteDiffError as error:
-            self.report({"ERROR"}, str(error))
+        except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
+            self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}
         name = f"{sequence.name}_poses"
         old = bpy.data.images.get(name)

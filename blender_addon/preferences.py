@@ -1,8 +1,6 @@
 """Add-on preferences: where the weights are, which device and precision, low-memory options, and the
 installer for the Python packages Blender does not ship."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import bpy

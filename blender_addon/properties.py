@@ -1,6 +1,7 @@
-"""Per-scene settings of the Sprites panel, and their translation into GenerateOptions."""
+"""Per-scene settings of the Sprites panel, and their translation into GenerateOptions.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Blender reads the property annotations as objects.
+"""
 
 import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
@@ -22,6 +23,21 @@ def _is_armature(_self, obj):
 
 def _is_camera(_self, obj):
     return obj.type == "CAMERA"
+
+
+def _update_camera_background(settings, context):
+    camera = settings.camera or context.scene.camera
+    if camera is None or camera.type != "CAMERA":
+        return
+    image = settings.reference_image
+    if image is None and settings.reference_path:
+        image = bpy.data.images.load(bpy.path.abspath(settings.reference_path), check_existing=True)
+    data = camera.data
+    data.show_background_images = settings.camera_background
+    if settings.camera_background and image is not None:
+        background = next((b for b in data.background_images if b.image == image), None) or data.background_images.new()
+        background.image = image
+        background.alpha = 0.5
 
 
 class SpriteDiffSettings(bpy.types.PropertyGroup):
@@ -49,7 +65,7 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
     reference_image: PointerProperty(name="Image", type=bpy.types.Image)
     camera_background: BoolProperty(name="Show behind camera", default=False,
                                     description="Show the reference as the camera background to line up the rig",
-                                    update=lambda self, context: _update_camera_background(self, context))
+                                    update=_update_camera_background)
     width: IntProperty(name="Width", default=512, min=64, max=2048, step=8)
     height: IntProperty(name="Height", default=512, min=64, max=2048, step=8)
     steps: IntProperty(name="Steps", default=25, min=1, max=200)
@@ -64,21 +80,6 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(name="Status", default="")
     running: BoolProperty(default=False)
-
-
-def _update_camera_background(settings, context):
-    camera = settings.camera or context.scene.camera
-    if camera is None or camera.type != "CAMERA":
-        return
-    image = settings.reference_image
-    if image is None and settings.reference_path:
-        image = bpy.data.images.load(bpy.path.abspath(settings.reference_path), check_existing=True)
-    data = camera.data
-    data.show_background_images = settings.camera_background
-    if settings.camera_background and image is not None:
-        background = next((b for b in data.background_images if b.image == image), None) or data.background_images.new()
-        background.image = image
-        background.alpha = 0.5
 
 
 def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOptions:

@@ -108,6 +108,16 @@ def test_registered_ui(ext):
     assert ext.core.PACKAGE == MODULE + ".spritediff_core"  # the vendored core, relative imports only
 
 
+def test_reference_as_camera_background(scene):
+    settings = scene.spritediff
+    settings.camera_background = True
+    camera = settings.camera.data
+    assert camera.show_background_images
+    assert [b.image.filepath for b in camera.background_images] == [str(REFERENCE)]
+    settings.camera_background = False
+    assert not camera.show_background_images
+
+
 def test_preview_poses(scene, tmp_path):
     assert bpy.ops.spritediff.preview_poses() == {"FINISHED"}
     image = bpy.data.images["walk_poses"]
