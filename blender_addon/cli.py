@@ -65,7 +65,8 @@ def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
         bone_map=args.bone_map, frames=args.frames, frame_range=args.range, loop=args.loop,
         auto_frame=not args.no_auto_frame, frame_with=tuple(args.frame_with), reference_path=args.reference,
         width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
-        atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, preview_plane=args.preview_plane,
+        atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, alpha=args.alpha,
+        preview_plane=args.preview_plane,
     )
 
 
@@ -185,7 +186,9 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
     gen.add_argument("--atlas-columns", type=int, default=None)
-    gen.add_argument("--atlas-padding", type=int, default=0)
+    gen.add_argument("--atlas-padding", type=int, default=2)
+    gen.add_argument("--alpha", choices=("auto", "none", "rembg"), default="auto",
+                     help="transparency of the atlas frames (default: remove the black background)")
     gen.add_argument("--preview-plane", action="store_true", help="add a plane playing the frames")
     gen.add_argument("--save", help="save the .blend with the results to this path")
     gen.set_defaults(run=command_generate, width=512, height=512)

@@ -26,6 +26,7 @@ PACKAGES = (
     ("cv2", "opencv-python-headless==4.11.0.86"),
     ("yaml", "pyyaml==6.0.3"),
     ("tqdm", "tqdm==4.70.1"),
+    ("rectpack", "rectpack==0.2.2"),
 )
 # PyTorch's own package index per build; PyPI's default torch wheels for Linux are the CUDA build.
 TORCH_INDEXES = {

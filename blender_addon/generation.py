@@ -51,8 +51,9 @@ class GenerateOptions:
     context_overlap: int = 4
     device: str | None = None
     dtype: str | None = None
-    atlas_columns: int | None = None
-    atlas_padding: int = 0
+    atlas_columns: int | None = None  # a grid with this many columns; None: tight packing
+    atlas_padding: int = 2
+    alpha: str = "auto"  # transparency: auto (from the black background), none, rembg
     preview_plane: bool = False
 
 
@@ -255,22 +256,28 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     options = prepared.options
     record = settings_record(prepared, job.seconds)
     out = Path(bpy.path.abspath(options.output_dir)) / prepared.name
+    pack = load("atlas").PackOptions(layout="grid" if options.atlas_columns else "maxrects",
+                                     columns=options.atlas_columns, padding=options.atlas_padding)
+    sheet = load("sheet").SheetOptions(alpha=options.alpha, pack=pack)
     paths = files.save_animation(out, prepared.name, job.frames, {"seed": options.seed, "model": options.model},
-                                 prepared.fps, prepared.loop, prepared.pose_images, options.atlas_columns,
-                                 options.atlas_padding)
+                                 prepared.fps, prepared.loop, prepared.pose_images, prepared.reference, sheet)
     created: list = []  # (collection, datablock), removed again if a later step fails
     try:
         sequence = bpy.data.images.load(str(paths["first_frame"]), check_existing=False)
         created.append((bpy.data.images, sequence))
         sequence.name = f"{prepared.name}_frames"
         sequence.source = "SEQUENCE"
-        atlas = bpy.data.images.load(str(paths["atlas"]), check_existing=False)
-        created.append((bpy.data.images, atlas))
-        atlas.name = f"{prepared.name}_atlas"
-        atlas.pack()
-        atlas.use_fake_user = True  # keep it when saving even if nothing uses it yet
+        pages = []
+        for index, page_path in enumerate(paths["atlas_pages"]):
+            page = bpy.data.images.load(str(page_path), check_existing=False)
+            created.append((bpy.data.images, page))
+            page.name = f"{prepared.name}_atlas" + (f"-{index}" if index else "")
+            page.pack()
+            page.use_fake_user = True  # keep it when saving even if nothing uses it yet
+            pages.append(page)
+        atlas = pages[0]
         text = json.dumps(record, indent=1)
-        for image in (sequence, atlas):
+        for image in (sequence, *pages):
             image["spritediff"] = text
             image["spritediff_seed"] = options.seed
             image["spritediff_frames"] = len(job.frames)

@@ -56,6 +56,7 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
         row = box.row(align=True)
         row.prop(settings, "atlas_columns")
         row.prop(settings, "atlas_padding")
+        box.prop(settings, "alpha")
         box.prop(settings, "preview_plane")
 
         layout.operator("spritediff.preview_poses", icon="POSE_HLT")

@@ -72,8 +72,13 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
     guidance: FloatProperty(name="Guidance", default=3.5, min=1.0, max=20.0)
     seed: IntProperty(name="Seed", default=1234, min=0)
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//sprites/")
-    atlas_columns: IntProperty(name="Atlas columns", default=0, min=0, description="0: a square-ish grid")
-    atlas_padding: IntProperty(name="Padding", default=0, min=0, max=64)
+    atlas_columns: IntProperty(name="Atlas columns", default=0, min=0,
+                               description="A grid with this many columns; 0: tight packing of trimmed frames")
+    atlas_padding: IntProperty(name="Padding", default=2, min=0, max=64)
+    alpha: EnumProperty(name="Transparency", default="AUTO",
+                        items=[("AUTO", "Auto", "Remove the black background, keeping outlines (uses the reference)"),
+                               ("NONE", "None", "Keep the black background"),
+                               ("REMBG", "rembg", "Use rembg if installed with its model downloaded")])
     preview_plane: BoolProperty(name="Preview plane", default=False,
                                 description="Add a plane in front of the camera that plays the frames")
     # Live status, written by the running job's timer.
@@ -102,7 +107,7 @@ def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOption
         width=settings.width, height=settings.height, steps=settings.steps, guidance=settings.guidance,
         seed=settings.seed, context_frames=prefs.context_frames if prefs is not None else 24,
         device=device, dtype=dtype, atlas_columns=settings.atlas_columns or None,
-        atlas_padding=settings.atlas_padding, preview_plane=settings.preview_plane,
+        atlas_padding=settings.atlas_padding, alpha=settings.alpha.lower(), preview_plane=settings.preview_plane,
     )
 
 

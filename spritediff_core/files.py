@@ -77,16 +77,19 @@ def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
 
 
 def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
-                   pose_images=(), atlas_columns: int | None = None, atlas_padding: int = 0) -> dict[str, Path]:
-    """One animation's results, all or nothing: `frames/` (numbered PNGs + generation.json), `poses/`,
-    `<name>_atlas.png` with its TexturePacker JSON, and `<name>.gif`. Returns the paths written."""
-    from .atlas import pack_grid, texturepacker_hash
-    from .previews import save_gif
+                   pose_images=(), reference=None, sheet_options=None) -> dict[str, Path]:
+    """One animation's results, all or nothing: `frames/` (the generated PNGs + generation.json), `poses/`,
+    and the sheet: transparent, anchored, trimmed atlas `<name>_atlas.png` with its metadata, and previews.
+    Returns the paths written."""
+    from dataclasses import replace
+
+    from .atlas import Animation
+    from .sheet import SheetOptions, write_sheet
 
     directory = Path(directory)
     names = frame_names(len(frames))
-    atlas = pack_grid(frames, atlas_columns, atlas_padding)
-    atlas_name = f"{name}_atlas.png"
+    options = replace(sheet_options or SheetOptions(), reference=reference)
+    basename = f"{name}_atlas"
     with staged_directory(directory) as staging:
         (staging / "frames").mkdir()
         for frame, frame_name in zip(frames, names):
@@ -97,11 +100,12 @@ def save_animation(directory: str | Path, name: str, frames, settings: dict, fps
             (staging / "poses").mkdir()
             for index, pose in enumerate(pose_images):
                 pose.save(staging / "poses" / f"pose_{index:04d}.png")
-        atlas.image.save(staging / atlas_name)
-        write_json(staging / f"{name}_atlas.json", texturepacker_hash(atlas, atlas_name, names, name, fps, loop))
-        save_gif(frames, staging / f"{name}.gif", fps, loop)
-        top_level = ["frames", atlas_name, f"{name}_atlas.json", f"{name}.gif"] + (["poses"] if pose_images else [])
+        _, written = write_sheet([Animation(name, list(frames), fps, loop)], staging, basename, options)
+        top_level = ["frames", *(p.name for p in written)] + (["poses"] if pose_images else [])
         write_json(staging / MANIFEST, {"files": top_level, "animation": name})
+    pages = sorted(p.name for p in written if p.name.startswith(basename) and p.suffix == ".png")
     return {"frames": directory / "frames", "first_frame": directory / "frames" / names[0],
-            "atlas": directory / atlas_name, "atlas_json": directory / f"{name}_atlas.json",
+            "atlas": directory / pages[0], "atlas_pages": [directory / p for p in pages],
+            "atlas_json": directory / f"{basename}.json" if (directory / f"{basename}.json").exists()
+            else directory / f"{pages[0][:-4]}.json",
             "preview": directory / f"{name}.gif"}
