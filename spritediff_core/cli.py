@@ -1,6 +1,7 @@
 """The `spritediff` command line.
 
     spritediff generate --model DIR --reference ref.png --poses DIR_OR_GLOB --out DIR [options]
+    spritediff pack FRAMES_DIR... --out DIR [--format texturepacker-hash|texturepacker-array|aseprite|godot]
     spritediff draw-poses POSES.json --out DIR [--width --height --stroke-scale auto|N]
     spritediff convert SRC DST [--dtype fp16]
 """
@@ -82,6 +83,7 @@ def generate(args: argparse.Namespace) -> Path:
         "context_frames": args.context_frames,
         "context_overlap": args.context_overlap,
         "loop": not args.no_loop,
+        "fps": args.fps,
         "device": str(pipe.device),
         "dtype": str(pipe.dtype).removeprefix("torch."),
         "seconds": round(seconds, 3),
@@ -115,6 +117,63 @@ def draw_poses(args: argparse.Namespace) -> Path:
         height = height or round(width * canvas_height / canvas_width)
     names = write_pose_sequence(sequence, args.out, width, height, stroke_scale=args.stroke_scale)
     print(f"wrote {len(names)} pose images to {args.out}")
+    return Path(args.out)
+
+
+def _read_settings(folder: Path) -> dict:
+    import json
+
+    manifest = folder / "generation.json"
+    if manifest.is_file():
+        try:
+            return json.loads(manifest.read_text(encoding="utf-8"))
+        except ValueError:
+            raise SpriteDiffError(f"{manifest} is not valid JSON") from None
+    return {}
+
+
+def pack(args: argparse.Namespace) -> Path:
+    """Frame folders (one animation each) -> one transparent, anchored, packed sheet with engine metadata."""
+    from .atlas import Animation, PackOptions
+    from .files import staged_directory
+    from .sheet import SheetOptions, write_sheet
+
+    if args.name and len(args.name) != len(args.frames_dirs):
+        raise SpriteDiffError(f"--name was given {len(args.name)} times for {len(args.frames_dirs)} folders")
+    animations, reference_path = [], args.reference
+    for index, folder in enumerate(Path(d) for d in args.frames_dirs):
+        if not folder.is_dir():
+            raise SpriteDiffError(f"frames folder {folder} does not exist")
+        settings = _read_settings(folder)
+        images = [p for p in find_pose_images(str(folder))]
+        frames = [_open_image(path, "frame") for path in images]
+        name = args.name[index] if args.name else settings.get("animation") or folder.name
+        if name == "frames" and folder.parent.name:
+            name = folder.parent.name  # the add-on's <output>/<action>/frames layout
+        fps = args.fps or float(settings.get("fps", 8.0))
+        loop = settings.get("loop", True) if args.loop is None else args.loop
+        animations.append(Animation(name, frames, fps, bool(loop)))
+        reference_path = reference_path or settings.get("reference")
+    reference = _open_image(Path(reference_path), "reference image") if reference_path else None
+    palette = args.palette
+    if palette is not None and not palette.isdigit():
+        reference = _open_image(Path(palette), "palette image")
+        palette = "reference"
+    options = SheetOptions(
+        alpha=args.alpha, reference=reference, pixel_height=args.pixel_height,
+        palette=int(palette) if palette and palette.isdigit() else palette, outline=args.outline,
+        pack=PackOptions(layout=args.layout, columns=args.columns, padding=args.padding, extrude=args.extrude,
+                         power_of_two=args.pot, max_size=args.max_size, trim=args.trim,
+                         shared_anchor=not args.separate_anchors),
+        format=args.format, previews=tuple(args.preview or ["gif"]),
+    )
+    with staged_directory(args.out) as staging:
+        atlas, written = write_sheet(animations, staging, args.basename, options)
+        from .files import write_json
+
+        write_json(staging / "generation.json", {"files": [p.name for p in written], "format": args.format})
+    print(f"packed {len(atlas.frames)} frames of {len(animations)} animation(s) into {len(atlas.pages)} "
+          f"page(s) in {args.out}")
     return Path(args.out)
 
 
@@ -157,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--context-frames", type=int, default=24)
     gen.add_argument("--context-overlap", type=int, default=4)
     gen.add_argument("--no-loop", action="store_true", help="one-shot motion: context windows never wrap round")
+    gen.add_argument("--fps", type=float, default=8.0, help="playback rate, recorded for packing (default 8)")
     gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
     gen.set_defaults(run=generate)
@@ -170,6 +230,38 @@ def build_parser() -> argparse.ArgumentParser:
                       help="'auto': strokes scale with the shorter side / 512 (DWPose exactly at 512); "
                            "1: DWPose's pixel sizes at any canvas size")
     draw.set_defaults(run=draw_poses)
+
+    packer = commands.add_parser("pack", help="pack frame folders into a sprite sheet with engine metadata")
+    packer.add_argument("frames_dirs", nargs="+", metavar="FRAMES_DIR", help="one folder of frames per animation")
+    packer.add_argument("--out", required=True, help="output folder")
+    packer.add_argument("--format", default="texturepacker-hash",
+                        choices=("texturepacker-hash", "texturepacker-array", "aseprite", "godot"))
+    packer.add_argument("--name", action="append", help="animation name per folder (default: folder name)")
+    packer.add_argument("--basename", default="atlas", help="file name of the pages and metadata")
+    packer.add_argument("--fps", type=float, help="default: from generation.json, else 8")
+    loop = packer.add_mutually_exclusive_group()
+    loop.add_argument("--loop", dest="loop", action="store_true", default=None)
+    loop.add_argument("--no-loop", dest="loop", action="store_false")
+    packer.add_argument("--layout", choices=("maxrects", "grid"), default="maxrects")
+    packer.add_argument("--columns", type=int, help="grid columns")
+    trim = packer.add_mutually_exclusive_group()
+    trim.add_argument("--trim", dest="trim", action="store_true", default=True, help="trim frames (default)")
+    trim.add_argument("--no-trim", dest="trim", action="store_false")
+    packer.add_argument("--padding", type=int, default=2)
+    packer.add_argument("--extrude", type=int, default=0, help="repeat edge pixels (against texture bleeding)")
+    packer.add_argument("--pot", action="store_true", help="power-of-two pages")
+    packer.add_argument("--max-size", type=int, default=4096, help="largest page side; more pages if needed")
+    packer.add_argument("--separate-anchors", action="store_true",
+                        help="anchor each animation on its own (default: one anchor for all)")
+    packer.add_argument("--pixel-height", type=int, help="pixel art: scale so the character is N px tall")
+    packer.add_argument("--palette", help="pixel art: N shared colours, or an image whose colours to use")
+    packer.add_argument("--outline", action="store_true", help="pixel art: add a 1 px outline")
+    packer.add_argument("--alpha", choices=("auto", "none", "rembg"), default="auto",
+                        help="transparency: auto (remove the black background), none, or rembg if installed")
+    packer.add_argument("--reference", help="the character picture (default: from generation.json)")
+    packer.add_argument("--preview", action="append", choices=("gif", "apng", "webp"), default=None,
+                        help="animated previews to write (repeatable; default: gif)")
+    packer.set_defaults(run=pack)
 
     conv = commands.add_parser("convert", help="rewrite a weights folder as safetensors")
     conv.add_argument("source", help="a Moore-AnimateAnyone pretrained_weights/ folder")

@@ -5,7 +5,8 @@
 - Aseprite JSON (Phaser's `load.aseprite` + `anims.createFromAseprite`): frames in order with their
   duration in ms, `frameTags` with direction, and `repeat` "1" for one-shots. One page only.
 - Godot 4 SpriteFrames `.tres`: an AtlasTexture per frame (region, and margin to restore trimmed frames),
-  animations with speed and loop.
+  animations with speed and loop. Animation names are written as plain strings (Godot 4 converts them to
+  StringName on load), which keeps the file readable by Godot 3-era parsers too.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def aseprite(atlas: SpriteAtlas, basename: str) -> dict[str, dict]:
     meta = _meta(atlas, 0, page_names(basename, 1)[0])
     meta.update({"app": "https://www.aseprite.org/", "version": "1.3", "frameTags": tags, "layers": [],
                  "slices": []})
-    return {f"{basename}.json": {"frames": {f.name: _frame_entry(f) for f in atlas.frames}, "meta": meta}}
+    # Keys are the frame numbers, as Aseprite writes with --filename-format '{frame}' and as Phaser's
+    # createFromAseprite looks frames up.
+    return {f"{basename}.json": {"frames": {str(i): _frame_entry(f) for i, f in enumerate(atlas.frames)},
+                                 "meta": meta}}
 
 
 def godot_tres(atlas: SpriteAtlas, basename: str, resource_dir: str = "res://") -> dict[str, str]:
@@ -102,7 +106,7 @@ def godot_tres(atlas: SpriteAtlas, basename: str, resource_dir: str = "res://") 
         frames = ", ".join(f'{{\n"duration": 1.0,\n"texture": SubResource("AtlasTexture_{index_of[f.name]}")\n}}'
                            for f in atlas.frames_of(animation.name))
         animations.append(f'{{\n"frames": [{frames}],\n"loop": {str(animation.loop).lower()},\n'
-                          f'"name": &"{animation.name}",\n"speed": {float(animation.fps)}\n}}')
+                          f'"name": "{animation.name}",\n"speed": {float(animation.fps)}\n}}')
     lines += ["[resource]", f"animations = [{', '.join(animations)}]", ""]
     return {f"{basename}.tres": "\n".join(lines)}
 
