@@ -28,9 +28,12 @@ REQUIREMENTS = ROOT / "requirements.txt"
 VENV_BPY45 = ROOT / ".venv-bpy45"
 REQUIREMENTS_BPY45 = ROOT / "requirements-bpy45.txt"
 BPY45_TESTS = ["tests/test_armature_poses.py", "tests/test_extension.py"]
-# Shared libraries the PyPI `bpy` module loads at import (libegl1 for Workbench/EEVEE renders).
+# Shared libraries the PyPI `bpy` module loads at import (libegl1 for Workbench/EEVEE renders), and Chromium.
 DEBIAN_PACKAGES = ["libx11-6", "libxrender1", "libxfixes3", "libxi6", "libxkbcommon0", "libxext6", "libsm6",
-                   "libgl1", "libegl1"]
+                   "libgl1", "libegl1",
+                   # The engine tests: Phaser reads our atlases in headless Chromium.
+                   "chromium"]
+ENGINE_TESTS = ROOT / "tests" / "engines"
 
 
 def log(message: str) -> None:
@@ -77,6 +80,18 @@ def ensure_debian_libraries() -> None:
     run(prefix + ["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
 
 
+def ensure_engine_test_packages() -> None:
+    """Phaser and playwright-core for the engine tests, from tests/engines/package-lock.json."""
+    if (ENGINE_TESTS / "node_modules" / ".package-lock.json").exists() and \
+            (ENGINE_TESTS / "node_modules" / ".package-lock.json").stat().st_mtime >= \
+            (ENGINE_TESTS / "package-lock.json").stat().st_mtime:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit("the engine tests need Node.js and npm (Debian: apt-get install nodejs npm)")
+    run([npm, "ci", "--no-audit", "--no-fund"], cwd=ENGINE_TESTS)
+
+
 def ensure_venv(venv_dir: Path = VENV, requirements: Path = REQUIREMENTS, install_project: bool = True) -> Path:
     """Create or refresh a virtual environment from a pinned requirements file (reused when unchanged)."""
     ensure_debian_libraries()
@@ -100,6 +115,7 @@ def ensure_venv(venv_dir: Path = VENV, requirements: Path = REQUIREMENTS, instal
 def command_test(args: list[str]) -> int:
     """The whole suite on Blender 5.0's bpy, then the armature/Action tests again on Blender 4.5 LTS."""
     python = ensure_venv()
+    ensure_engine_test_packages()
     # Test paths (tests/x.py, tests/x.py::test_y) choose a subset; everything else is a pytest option.
     selected = [arg for arg in args if (ROOT / arg.split("::")[0]).exists()]
     options = [arg for arg in args if arg not in selected]
