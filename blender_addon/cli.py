@@ -66,7 +66,9 @@ def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
         auto_frame=not args.no_auto_frame, frame_with=tuple(args.frame_with), reference_path=args.reference,
         width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
         atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, alpha=args.alpha,
-        preview_plane=args.preview_plane,
+        preview_plane=args.preview_plane, sequential_guidance=args.sequential_guidance,
+        attention_chunk_size=args.attention_chunk, decode_chunk_size=args.decode_chunk,
+        cpu_offload=args.cpu_offload, vae_tiling=args.vae_tiling,
     )
 
 
@@ -191,6 +193,12 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
                      help="transparency of the atlas frames (default: remove the black background)")
     gen.add_argument("--preview-plane", action="store_true", help="add a plane playing the frames")
     gen.add_argument("--save", help="save the .blend with the results to this path")
+    group = gen.add_argument_group("low memory (exact)")
+    group.add_argument("--sequential-guidance", action="store_true")
+    group.add_argument("--attention-chunk", type=int, default=None)
+    group.add_argument("--decode-chunk", type=int, default=4)
+    group.add_argument("--cpu-offload", action="store_true")
+    group.add_argument("--vae-tiling", action="store_true")
     gen.set_defaults(run=command_generate, width=512, height=512)
 
     batch = commands.add_parser("batch", help="run a TOML job file: characters x actions")

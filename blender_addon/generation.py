@@ -51,6 +51,11 @@ class GenerateOptions:
     context_overlap: int = 4
     device: str | None = None
     dtype: str | None = None
+    sequential_guidance: bool = False  # low-memory switches, exact (see spritediff_core RuntimeOptions)
+    attention_chunk_size: int | None = None
+    decode_chunk_size: int = 4
+    cpu_offload: bool = False
+    vae_tiling: bool = False
     atlas_columns: int | None = None  # a grid with this many columns; None: tight packing
     atlas_padding: int = 2
     alpha: str = "auto"  # transparency: auto (from the black background), none, rembg
@@ -130,13 +135,20 @@ _PIPELINES: dict[tuple, Any] = {}
 _PIPELINES_LOCK = threading.Lock()
 
 
-def cached_pipeline(model: str, device: str | None, dtype: str | None):
-    """Loading weights takes long: keep the last pipeline per (folder, device, dtype) while Blender runs."""
-    key = (str(Path(model).resolve()), device, dtype)
+def cached_pipeline(model: str, device: str | None, dtype: str | None, cpu_offload: bool = False,
+                    vae_tiling: bool = False):
+    """Loading weights takes long: keep the last pipeline per (folder, device, dtype, switches) while
+    Blender runs."""
+    key = (str(Path(model).resolve()), device, dtype, cpu_offload, vae_tiling)
     with _PIPELINES_LOCK:
         if key not in _PIPELINES:
             _PIPELINES.clear()  # one model in memory at a time
-            _PIPELINES[key] = load("pipeline").SpriteSheetPipeline.from_pretrained(model, device=device, dtype=dtype)
+            pipe = load("pipeline").SpriteSheetPipeline.from_pretrained(model, device=device, dtype=dtype)
+            if cpu_offload and pipe.device.type != "cpu":
+                pipe.enable_model_cpu_offload(pipe.device)
+            if vae_tiling:
+                pipe.enable_vae_tiling()
+            _PIPELINES[key] = pipe
         return _PIPELINES[key]
 
 
@@ -186,7 +198,11 @@ class GenerationJob:
         options = self.prepared.options
         started = time.perf_counter()
         try:
-            self._pipe = cached_pipeline(options.model, options.device, options.dtype)
+            self._pipe = cached_pipeline(options.model, options.device, options.dtype, options.cpu_offload,
+                                         options.vae_tiling)
+            runtime = load("pipeline").RuntimeOptions(
+                decode_chunk_size=options.decode_chunk_size, sequential_guidance=options.sequential_guidance,
+                attention_chunk_size=options.attention_chunk_size)
             if self._cancel.is_set():
                 raise load("errors").GenerationCancelled("cancelled")
             latents = self._pipe(
@@ -194,7 +210,7 @@ class GenerationJob:
                 num_inference_steps=options.steps, guidance_scale=options.guidance, seed=options.seed,
                 context_frames=options.context_frames, context_overlap=options.context_overlap,
                 loop=self.prepared.loop, output_type="latent", callback_on_step_end=self._on_step,
-                show_progress=False,
+                show_progress=False, options=runtime,
             )
             for index in range(latents.shape[2]):  # one by one, so the UI can show frames as they finish
                 if self._cancel.is_set():

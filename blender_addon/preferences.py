@@ -37,6 +37,22 @@ class SpriteDiffPreferences(bpy.types.AddonPreferences):
         name="Context frames", default=24, min=1, max=32,
         description="Frames denoised together; fewer use less memory (long animations use overlapping windows)",
     )
+    sequential_guidance: BoolProperty(
+        name="Sequential guidance", default=False,
+        description="Run the two guidance halves one after the other: about half the activation memory, same result",
+    )
+    attention_chunk: IntProperty(
+        name="Attention chunk", default=0, min=0,
+        description="Attention over at most this many frames at once (0: all); less memory, same result",
+    )
+    decode_chunk: IntProperty(name="Decode chunk", default=4, min=1, max=64,
+                              description="Frames per VAE decode; 1 uses the least memory, same result")
+    cpu_offload: BoolProperty(
+        name="CPU offload", default=False,
+        description="Keep the models in CPU memory and each on the GPU only while it runs (small GPUs)",
+    )
+    vae_tiling: BoolProperty(name="VAE tiling", default=False,
+                             description="Decode very large frames in tiles (pixels at tile seams change)")
     torch_build: EnumProperty(
         name="PyTorch build", default="CUDA",
         items=[("CUDA", "CUDA (NVIDIA GPU)", "The default PyTorch build, with CUDA"),
@@ -56,6 +72,15 @@ class SpriteDiffPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "context_frames")
         row.prop(self, "keep_model_loaded")
+        box = layout.box()
+        box.label(text="Low memory (same result unless noted)")
+        row = box.row()
+        row.prop(self, "sequential_guidance")
+        row.prop(self, "cpu_offload")
+        row.prop(self, "vae_tiling")
+        row = box.row()
+        row.prop(self, "attention_chunk")
+        row.prop(self, "decode_chunk")
 
         box = layout.box()
         box.label(text="Python packages")

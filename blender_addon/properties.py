@@ -106,6 +106,10 @@ def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOption
         if settings.reference_source == "IMAGE" and settings.reference_image else None,
         width=settings.width, height=settings.height, steps=settings.steps, guidance=settings.guidance,
         seed=settings.seed, context_frames=prefs.context_frames if prefs is not None else 24,
+        sequential_guidance=bool(prefs and prefs.sequential_guidance),
+        attention_chunk_size=(prefs.attention_chunk or None) if prefs is not None else None,
+        decode_chunk_size=prefs.decode_chunk if prefs is not None else 4,
+        cpu_offload=bool(prefs and prefs.cpu_offload), vae_tiling=bool(prefs and prefs.vae_tiling),
         device=device, dtype=dtype, atlas_columns=settings.atlas_columns or None,
         atlas_padding=settings.atlas_padding, alpha=settings.alpha.lower(), preview_plane=settings.preview_plane,
     )

@@ -64,11 +64,13 @@ def generate(args: argparse.Namespace) -> Path:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
 
     pipe = SpriteSheetPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    options = runtime_options(args)
+    apply_model_switches(pipe, args)
     started = time.perf_counter()
     frames = pipe(
         reference, poses, width=args.width, height=args.height, num_inference_steps=args.steps,
         guidance_scale=args.guidance, seed=seed, context_frames=args.context_frames,
-        context_overlap=args.context_overlap, loop=not args.no_loop,
+        context_overlap=args.context_overlap, loop=not args.no_loop, options=options,
     )
     seconds = time.perf_counter() - started
     names = save_frames(frames, args.out, {
@@ -84,6 +86,9 @@ def generate(args: argparse.Namespace) -> Path:
         "context_overlap": args.context_overlap,
         "loop": not args.no_loop,
         "fps": args.fps,
+        "runtime_options": {key: value for key, value in vars(options).items()},
+        "cpu_offload": args.cpu_offload,
+        "vae_tiling": args.vae_tiling,
         "device": str(pipe.device),
         "dtype": str(pipe.dtype).removeprefix("torch."),
         "seconds": round(seconds, 3),
@@ -91,6 +96,40 @@ def generate(args: argparse.Namespace) -> Path:
     })
     print(f"wrote {len(names)} frames to {args.out}")
     return Path(args.out)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Speed and memory switches (see RuntimeOptions); the approximate ones are marked as such."""
+    group = parser.add_argument_group("speed and memory (exact unless marked)")
+    group.add_argument("--decode-chunk", type=int, default=4, help="frames per VAE decode (1: least memory)")
+    group.add_argument("--sequential-guidance", action="store_true",
+                       help="run the two guidance halves one after the other (about half the activation memory)")
+    group.add_argument("--attention-chunk", type=int, default=None, help="attention over at most N rows at once")
+    group.add_argument("--cpu-offload", action="store_true",
+                       help="keep models in CPU memory, each on the GPU only while it runs (needs accelerate)")
+    group.add_argument("--vae-tiling", action="store_true",
+                       help="tile the VAE for very large frames (changes pixels at tile seams)")
+    group.add_argument("--solver", choices=("ddim", "dpm++"), default="ddim",
+                       help="APPROXIMATE with dpm++: DPM-Solver++ for fewer steps (changes the output)")
+    group.add_argument("--reuse-prediction-every", type=int, default=1, metavar="K",
+                       help="APPROXIMATE: run the UNet only every K-th step (changes the output)")
+
+
+def runtime_options(args: argparse.Namespace):
+    from .pipeline import RuntimeOptions
+
+    return RuntimeOptions(decode_chunk_size=args.decode_chunk, sequential_guidance=args.sequential_guidance,
+                          attention_chunk_size=args.attention_chunk, solver=args.solver,
+                          reuse_prediction_every=args.reuse_prediction_every)
+
+
+def apply_model_switches(pipe, args: argparse.Namespace) -> None:
+    if args.cpu_offload:
+        if pipe.device.type == "cpu":
+            raise SpriteDiffError("--cpu-offload needs a GPU (it keeps models in CPU memory while another runs)")
+        pipe.enable_model_cpu_offload(pipe.device)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
 
 
 def convert(args: argparse.Namespace) -> Path:
@@ -219,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=float, default=8.0, help="playback rate, recorded for packing (default 8)")
     gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
+    add_runtime_arguments(gen)
     gen.set_defaults(run=generate)
 
     draw = commands.add_parser("draw-poses", help="draw an OpenPose JSON sequence as DWPose pose images")

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNetMotionModel
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel,
+                       UNetMotionModel)
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from tqdm.auto import tqdm
@@ -26,7 +27,7 @@ from .devices import resolve_device, resolve_dtype
 from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
 from .models.pose_guider import build_pose_guider
-from .models.reference_attention import ReferenceBank, install_reference_attention
+from .models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
 from .weights import (
     InferenceConfig,
     load_checked,
@@ -37,6 +38,47 @@ from .weights import (
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+SOLVERS = ("ddim", "dpm++")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a generation runs: speed and memory switches. The defaults give the reference maths, fast.
+
+    Exact (same output to float rounding):
+    - `exact_speedups`: reference keys/values projected once and shared by all steps and frames, no
+      reference attention computed for the unconditional half; False follows the reference implementation's
+      order of work (for benchmarks).
+    - `decode_chunk_size`: frames per VAE decode call (1: least memory).
+    - `sequential_guidance`: the two guidance halves as two UNet calls (about half the activation memory).
+    - `attention_chunk_size`: attention over at most this many rows (frames x halves) at once.
+    Approximate (they change the output; off by default):
+    - `solver="dpm++"`: DPM-Solver++ with the same zero-SNR, v-prediction, trailing-timestep settings, for
+      fewer steps.
+    - `reuse_prediction_every=k`: only every k-th step runs the UNet; the others reuse its prediction.
+    """
+
+    exact_speedups: bool = True
+    decode_chunk_size: int = 4
+    sequential_guidance: bool = False
+    attention_chunk_size: int | None = None
+    solver: str = "ddim"
+    reuse_prediction_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.decode_chunk_size < 1:
+            raise InvalidInputError(f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
+        if self.attention_chunk_size is not None and self.attention_chunk_size < 1:
+            raise InvalidInputError(f"attention_chunk_size must be >= 1, got {self.attention_chunk_size}")
+        if self.solver not in SOLVERS:
+            raise InvalidInputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.reuse_prediction_every < 1:
+            raise InvalidInputError("reuse_prediction_every must be >= 1")
+
+    @classmethod
+    def unoptimised(cls) -> "RuntimeOptions":
+        """The reference implementation's way of working, for benchmarks."""
+        return cls(exact_speedups=False, decode_chunk_size=1)
 CLIP_SIZE = 224
 REFERENCE_HEAD = ("conv_norm_out.weight", "conv_norm_out.bias", "conv_out.weight", "conv_out.bias")
 
@@ -169,18 +211,25 @@ class SpriteSheetPipeline:
 
     @torch.inference_mode()
     def predict(self, latents: torch.Tensor, timestep: torch.Tensor, image_embeds: torch.Tensor,
-                pose_features: torch.Tensor, guidance: bool) -> torch.Tensor:
-        """One denoising-UNet call on a window: (1, 4, f, h, w) latents -> (1 or 2, 4, f, h, w) predictions,
-        unconditional half first when `guidance`. Needs `record_reference` first."""
-        halves = 2 if guidance else 1
-        frames = latents.shape[2]
-        embeds = image_embeds.unsqueeze(1)
+                pose_features: torch.Tensor, guidance: bool, sequential: bool = False) -> torch.Tensor:
+        """One denoising step's predictions on a window: (1, 4, f, h, w) latents -> (1 or 2, 4, f, h, w),
+        unconditional half first when `guidance` (as one UNet call, or two with `sequential`).
+        Needs `record_reference` first."""
+        if guidance and sequential:
+            return torch.cat([self._unet(latents, timestep, torch.zeros_like(image_embeds), pose_features, 1, 1),
+                              self._unet(latents, timestep, image_embeds, pose_features, 0, 1)])
         if guidance:
-            embeds = torch.cat([torch.zeros_like(embeds), embeds])
-        embeds = embeds.repeat_interleave(frames, dim=0)
-        sample = latents.to(self.dtype).repeat(halves, 1, 1, 1, 1)
-        with pose_conditioning(self.denoising_unet, pose_features.repeat(halves, 1, 1, 1, 1)):
-            return self.denoising_unet(sample, timestep, encoder_hidden_states=embeds, return_dict=False)[0]
+            embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds])
+            return self._unet(latents.repeat(2, 1, 1, 1, 1), timestep, embeds, pose_features.repeat(2, 1, 1, 1, 1),
+                              1, 2)
+        return self._unet(latents, timestep, image_embeds, pose_features, 0, 1)
+
+    def _unet(self, latents, timestep, image_embeds, pose_features, unconditional: int, samples: int):
+        frames = latents.shape[2]
+        embeds = image_embeds.unsqueeze(1).repeat_interleave(frames, dim=0)
+        with self._bank.unet_call(unconditional, samples), pose_conditioning(self.denoising_unet, pose_features):
+            return self.denoising_unet(latents.to(self.dtype), timestep, encoder_hidden_states=embeds,
+                                       return_dict=False)[0]
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, chunk: int = 4) -> torch.Tensor:
@@ -191,6 +240,24 @@ class SpriteSheetPipeline:
             part = self.vae.decode(folded[start:start + chunk].to(self.device, self.dtype)).sample
             frames.append((part.float() / 2 + 0.5).clamp(0, 1).cpu())
         return torch.cat(frames)
+
+    # ---------------------------------------------------------------- memory switches of the models
+    def enable_model_cpu_offload(self, execution_device: str | torch.device = "cuda") -> None:
+        """Keep every model in CPU memory and move each to `execution_device` only while it runs
+        (accelerate's hooks, as diffusers pipelines do): the least GPU memory, at some speed."""
+        from accelerate import cpu_offload_with_hook
+
+        device = torch.device(execution_device)
+        hook = None
+        for model in (self.image_encoder, self.vae, self.reference_unet, self.pose_guider, self.denoising_unet):
+            torch.nn.Module.to(model, "cpu")
+            _, hook = cpu_offload_with_hook(model, device, prev_module_hook=hook)
+        self.device = device
+
+    def enable_vae_tiling(self) -> None:
+        """Decode (and encode) frames larger than the VAE's tile size tile by tile (diffusers' tiling); frames
+        no larger than a tile are unchanged, larger ones differ slightly at tile seams."""
+        self.vae.enable_tiling()
 
     # ---------------------------------------------------------------- generation
     def cancel(self) -> None:
@@ -214,6 +281,7 @@ class SpriteSheetPipeline:
         callback_on_step_end: Callable[..., dict[str, Any] | None] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         show_progress: bool | None = None,
+        options: RuntimeOptions | None = None,
     ):
         """Generate one frame per pose image.
 
@@ -221,7 +289,9 @@ class SpriteSheetPipeline:
         (L, 3, H, W) in [0, 1] ("pt"), or the final latents (1, 4, L, H/8, W/8) ("latent").
         `loop=True` lets context windows wrap round (cycles); `loop=False` keeps them inside the sequence.
         `show_progress`: a tqdm bar; None shows it only when stderr is a terminal.
+        `options`: speed and memory switches (`RuntimeOptions`); the defaults are exact.
         """
+        options = options or RuntimeOptions()
         self._validate(reference, poses, width, height, num_inference_steps, guidance_scale,
                        context_frames, context_overlap, output_type, callback_on_step_end_tensor_inputs)
         if not self._lock.acquire(blocking=False):
@@ -231,13 +301,13 @@ class SpriteSheetPipeline:
             latents = self._generate(
                 reference, poses, width, height, num_inference_steps, guidance_scale, seed, generator,
                 context_frames, context_overlap, loop, callback_on_step_end,
-                tuple(callback_on_step_end_tensor_inputs), show_progress,
+                tuple(callback_on_step_end_tensor_inputs), show_progress, options,
             )
             if latents is None:  # cancelled: the tensors of the run are already out of scope
                 raise GenerationCancelled("generation cancelled")
             if output_type == "latent":
                 return latents
-            frames = self.decode(latents)
+            frames = self.decode(latents, options.decode_chunk_size)
             if self._cancel.is_set():
                 raise GenerationCancelled("generation cancelled")
         finally:
@@ -298,10 +368,11 @@ class SpriteSheetPipeline:
 
     @torch.inference_mode()
     def _generate(self, reference, poses, width, height, steps, guidance_scale, seed, generator,
-                  context_frames, overlap, loop, callback, tensor_inputs, show_progress) -> torch.Tensor | None:
+                  context_frames, overlap, loop, callback, tensor_inputs, show_progress,
+                  options: RuntimeOptions) -> torch.Tensor | None:
         guidance = guidance_scale > 1.0
         num_frames = len(poses)
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)  # per call: no shared timestep state
+        scheduler = make_solver(self.scheduler, options.solver)  # per call: no shared timestep state
         scheduler.set_timesteps(steps, device=self.device)
         latents = self.initial_latents(num_frames, width, height, seed, generator).to(self.device)
         latents = latents * scheduler.init_noise_sigma
@@ -312,25 +383,32 @@ class SpriteSheetPipeline:
         for window in windows:
             counts[:, :, window] += 1
 
-        with self._bank.active(guidance):
+        settings = RunSettings(options.exact_speedups, options.attention_chunk_size)
+        with self._bank.active(settings):
             self.record_reference(encoded.latents, encoded.image_embeds)
             bar = tqdm(total=steps, disable=None if show_progress is None else not show_progress,
                        desc="spritediff", unit="step")
             try:
+                guided = None
                 for index, timestep in enumerate(scheduler.timesteps):
-                    prediction = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
-                    for window in windows:
-                        if self._cancel.is_set():
-                            return None
-                        prediction[:, :, window] += self.predict(
-                            latents[:, :, window], timestep, encoded.image_embeds,
-                            pose_features[:, :, window], guidance,
-                        ).float()
-                    prediction = prediction / counts
-                    if guidance:
-                        unconditional, conditional = prediction.chunk(2)
-                        prediction = unconditional + guidance_scale * (conditional - unconditional)
-                    latents = scheduler.step(prediction, timestep, latents, eta=0.0).prev_sample
+                    if guided is None or index % options.reuse_prediction_every == 0:
+                        prediction = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
+                        for window in windows:
+                            if self._cancel.is_set():
+                                return None
+                            prediction[:, :, window] += self.predict(
+                                latents[:, :, window], timestep, encoded.image_embeds,
+                                pose_features[:, :, window], guidance, options.sequential_guidance,
+                            ).float()
+                        prediction = prediction / counts
+                        if guidance:
+                            unconditional, conditional = prediction.chunk(2)
+                            prediction = unconditional + guidance_scale * (conditional - unconditional)
+                        guided = prediction
+                    elif self._cancel.is_set():
+                        return None
+                    prediction = guided
+                    latents = scheduler.step(prediction, timestep, latents, **step_arguments(scheduler)).prev_sample
                     if callback is not None:
                         values = {"latents": latents} if "latents" in tensor_inputs else {}
                         returned = callback(self, index, timestep, values) or {}
@@ -352,6 +430,18 @@ def tensor_to_pil(frame: torch.Tensor) -> Image.Image:
     """A (3, H, W) float frame in [0, 1] as an RGB image (rounded to the nearest 8-bit value)."""
     array = frame.permute(1, 2, 0).numpy()
     return Image.fromarray((array * 255).round().astype(np.uint8), "RGB")
+
+
+def make_solver(scheduler: DDIMScheduler, solver: str):
+    """A fresh scheduler for one generation: DDIM as configured, or DPM-Solver++ with the same settings."""
+    if solver == "ddim":
+        return DDIMScheduler.from_config(scheduler.config)
+    return DPMSolverMultistepScheduler.from_config(scheduler.config, algorithm_type="dpmsolver++",
+                                                   final_sigmas_type="zero")
+
+
+def step_arguments(scheduler) -> dict[str, Any]:
+    return {"eta": 0.0} if isinstance(scheduler, DDIMScheduler) else {}
 
 
 def make_scheduler(config: InferenceConfig) -> DDIMScheduler:

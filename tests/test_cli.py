@@ -120,3 +120,18 @@ def test_core_never_imports_bpy():
             "assert 'bpy' not in sys.modules, 'bpy imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_memory_switches_give_the_same_frames_and_approximate_ones_run(tmp_path, capsys):
+    assert main(generate_args(tmp_path / "plain", "--seed", "3")) == 0
+    assert main(generate_args(tmp_path / "lean", "--seed", "3", "--sequential-guidance", "--attention-chunk", "2",
+                              "--decode-chunk", "1")) == 0
+    for index in range(4):
+        plain = np.asarray(Image.open(tmp_path / "plain" / f"frame_{index:04d}.png")).astype(int)
+        lean = np.asarray(Image.open(tmp_path / "lean" / f"frame_{index:04d}.png")).astype(int)
+        assert np.abs(plain - lean).max() <= 1  # the same maths; at most a rounding step in 8 bits
+    recorded = json.loads((tmp_path / "lean" / "generation.json").read_text())["runtime_options"]
+    assert recorded["sequential_guidance"] is True and recorded["attention_chunk_size"] == 2
+    assert main(generate_args(tmp_path / "fast", "--solver", "dpm++", "--reuse-prediction-every", "2")) == 0
+    assert main(generate_args(tmp_path / "gpu", "--cpu-offload")) == 1
+    assert "needs a GPU" in capsys.readouterr().err

@@ -234,6 +234,28 @@ def test_error_unreadable_reference(ext, scene, tmp_path, capfd):
 
 
 @needs_torch
+def test_low_memory_preferences_give_the_same_sprites(ext, scene, prefs, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    settings = scene.spritediff
+    settings.action, settings.frame_count = bpy.data.actions["Character_attack"], 4
+    settings.output_dir = str(tmp_path / "plain")
+    assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    prefs.sequential_guidance, prefs.attention_chunk, prefs.decode_chunk = True, 2, 1
+    try:
+        settings.output_dir = str(tmp_path / "lean")
+        assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    finally:
+        prefs.sequential_guidance, prefs.attention_chunk, prefs.decode_chunk = False, 0, 4
+    for index in range(4):
+        name = f"attack/frames/frame_{index:04d}.png"
+        plain = np.asarray(Image.open(tmp_path / "plain" / name)).astype(int)
+        lean = np.asarray(Image.open(tmp_path / "lean" / name)).astype(int)
+        assert np.abs(plain - lean).max() <= 1
+
+
+@needs_torch
 def test_reference_from_a_blender_image(ext, scene, tmp_path):
     image = bpy.data.images.load(str(REFERENCE))
     settings = scene.spritediff

@@ -77,7 +77,7 @@ def test_initial_noise_follows_seed_rule(pipe, trace, run_settings):
 def test_first_unet_output_matches(pipe, reference_image, pose_images, trace):
     encoded = pipe.encode_reference(reference_image, 64, 64)
     features = pipe.encode_poses(pose_images, 64, 64)
-    with pipe._bank.active(classifier_free_guidance=True):
+    with pipe._bank.active():
         pipe.record_reference(encoded.latents, encoded.image_embeds)
         prediction = pipe.predict(trace["unet_in"][0][1:], trace["unet_t"][0], encoded.image_embeds, features,
                                   guidance=True)

@@ -6,6 +6,13 @@ self-attention keys and values see [its own tokens, the reference tokens], so ev
 from the picture. The unconditional half of classifier-free guidance keeps plain self-attention, as the weights
 were trained.
 
+Exact-maths speedups over the reference implementation (`RunSettings.exact_speedups`, on by default):
+- the reference tokens are projected to keys and values once per layer and generation, and shared by every
+  step and frame (the reference implementation repeats the states once per frame and projects them again at
+  every step);
+- the unconditional rows never compute a reference attention (the reference computes it, then discards it).
+With the speedups off the reference implementation's order of work is followed, for benchmarks.
+
 State lives in a `ReferenceBank` owned by one pipeline and filled for one call only, so two pipelines in one
 process never see each other's reference.
 """
@@ -13,28 +20,44 @@ process never see each other's reference.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from ..errors import SpriteDiffError
 
-
+# The reference implementation hands the states over in float16 whatever the model's dtype
+# (Moore's ReferenceAttentionControl.update); the weights saw that rounding, so keep it.
 REFERENCE_STATE_DTYPE = torch.float16
 
 
+@dataclass
+class RunSettings:
+    """Per-generation switches the attention processors read."""
+
+    exact_speedups: bool = True
+    attention_chunk_size: int | None = None  # rows (frames x samples) per attention call; None: all at once
+
+
 class ReferenceBank:
-    """The reference tokens recorded by one ReferenceNet pass, keyed by attention-layer name."""
+    """The reference tokens recorded by one ReferenceNet pass, keyed by attention-layer name, plus the
+    per-call state every processor of one pipeline shares."""
 
     def __init__(self) -> None:
         self.states: dict[str, torch.Tensor] = {}
+        self.keys_values: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.recording = False
-        self.classifier_free_guidance = False
+        self.settings = RunSettings()
+        self.unconditional_samples = 0  # leading samples of the current UNet call that are unconditional
+        self.samples = 1
 
     @contextmanager
     def recording_pass(self) -> Iterator[None]:
         self.states.clear()
+        self.keys_values.clear()
         self.recording = True
         try:
             yield
@@ -42,13 +65,52 @@ class ReferenceBank:
             self.recording = False
 
     @contextmanager
-    def active(self, classifier_free_guidance: bool) -> Iterator[None]:
+    def active(self, settings: RunSettings | None = None) -> Iterator[None]:
         """Keep the recorded states for the duration of a generation, then drop them."""
-        self.classifier_free_guidance = classifier_free_guidance
+        self.settings = settings or RunSettings()
         try:
             yield
         finally:
             self.states.clear()
+            self.keys_values.clear()
+            self.settings = RunSettings()
+
+    @contextmanager
+    def unet_call(self, unconditional_samples: int, samples: int) -> Iterator[None]:
+        """Which leading samples of the next denoising-UNet call are the unconditional half."""
+        self.unconditional_samples, self.samples = unconditional_samples, samples
+        try:
+            yield
+        finally:
+            self.unconditional_samples, self.samples = 0, 1
+
+    def unconditional_rows(self, rows: int) -> int:
+        return rows * self.unconditional_samples // self.samples
+
+
+def _chunked(function, hidden_states: torch.Tensor, chunk: int | None, *extra: torch.Tensor | None) -> torch.Tensor:
+    """Run `function` over row chunks (rows are independent sequences: exact maths, less peak memory)."""
+    rows = hidden_states.shape[0]
+    if not chunk or rows <= chunk:
+        return function(hidden_states, *extra)
+    parts = []
+    for start in range(0, rows, chunk):
+        pieces = [e[start:start + chunk] if e is not None and e.shape[0] == rows else e for e in extra]
+        parts.append(function(hidden_states[start:start + chunk], *pieces))
+    return torch.cat(parts)
+
+
+class ChunkedAttnProcessor:
+    """diffusers' SDPA processor, optionally over row chunks (for the layers without reference attention)."""
+
+    def __init__(self, bank: ReferenceBank) -> None:
+        self.bank = bank
+        self.attend = AttnProcessor2_0()
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None) -> torch.Tensor:
+        return _chunked(lambda h, e: self.attend(attn, h, e, attention_mask, temb), hidden_states,
+                        self.bank.settings.attention_chunk_size, encoder_hidden_states)
 
 
 class ReferenceWriteProcessor:
@@ -61,8 +123,6 @@ class ReferenceWriteProcessor:
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None) -> torch.Tensor:
         if self.bank.recording:
-            # The reference implementation hands the states over in float16 whatever the model's dtype
-            # (Moore's ReferenceAttentionControl.update); the weights saw that rounding, so keep it.
             self.bank.states[self.name] = hidden_states.to(REFERENCE_STATE_DTYPE)
         return self.attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
@@ -70,8 +130,8 @@ class ReferenceWriteProcessor:
 class ReferenceReadProcessor:
     """Self-attention whose keys/values also cover the recorded reference tokens (denoising UNet side).
 
-    Rows of `hidden_states` are (batch x frames) folded, frame-major; with classifier-free guidance the first
-    half of the rows is the unconditional half and attends to itself only.
+    Rows of `hidden_states` are (samples x frames) folded, frame-major; the bank says how many leading
+    samples are the unconditional half, which attends to itself only.
     """
 
     def __init__(self, bank: ReferenceBank, name: str) -> None:
@@ -85,19 +145,64 @@ class ReferenceReadProcessor:
             raise SpriteDiffError(
                 f"reference attention {self.name}: no ReferenceNet states recorded; run the ReferenceNet first"
             )
+        reference = reference.to(hidden_states.dtype)
+        unconditional = self.bank.unconditional_rows(hidden_states.shape[0])
+        chunk = self.bank.settings.attention_chunk_size
+        if not self.bank.settings.exact_speedups:
+            return self._as_reference_implementation(attn, hidden_states, reference, unconditional, chunk)
+        parts = []
+        if unconditional:
+            parts.append(_chunked(lambda h: self.attend(attn, h, None, None, temb), hidden_states[:unconditional],
+                                  chunk))
+        if unconditional < hidden_states.shape[0]:
+            key_ref, value_ref = self._reference_keys_values(attn, reference)
+            parts.append(_chunked(lambda h: self._attend_with_reference(attn, h, key_ref, value_ref),
+                                  hidden_states[unconditional:], chunk))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _reference_keys_values(self, attn: Attention, reference: torch.Tensor):
+        """to_k / to_v of the reference tokens, once per generation (shared by every step and frame)."""
+        cached = self.bank.keys_values.get(self.name)
+        if cached is None or cached[0].dtype != reference.dtype:
+            cached = (attn.to_k(reference), attn.to_v(reference))
+            self.bank.keys_values[self.name] = cached
+        return cached
+
+    @staticmethod
+    def _attend_with_reference(attn: Attention, hidden_states: torch.Tensor, key_ref: torch.Tensor,
+                               value_ref: torch.Tensor) -> torch.Tensor:
+        """SDPA over keys/values [own tokens, reference tokens]; the same maths as projecting the
+        concatenated states, since the projections act on each token alone."""
         rows = hidden_states.shape[0]
-        unconditional = rows // 2 if self.bank.classifier_free_guidance else 0
-        conditional = hidden_states[unconditional:]
-        reference_tokens = reference.to(conditional.dtype).expand(conditional.shape[0], -1, -1)
-        with_reference = torch.cat([conditional, reference_tokens], dim=1)
-        out = self.attend(attn, conditional, with_reference, attention_mask, temb)
-        if unconditional == 0:
-            return out
-        plain = self.attend(attn, hidden_states[:unconditional], None, attention_mask, temb)
-        return torch.cat([plain, out], dim=0)
+        query = attn.to_q(hidden_states)
+        key = torch.cat([attn.to_k(hidden_states), key_ref.expand(rows, -1, -1)], dim=1)
+        value = torch.cat([attn.to_v(hidden_states), value_ref.expand(rows, -1, -1)], dim=1)
+        head_dim = key.shape[-1] // attn.heads
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(rows, -1, attn.heads, head_dim).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(query), heads(key), heads(value), dropout_p=0.0,
+                                             is_causal=False)
+        out = out.transpose(1, 2).reshape(rows, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+    def _as_reference_implementation(self, attn, hidden_states, reference, unconditional, chunk):
+        """The reference implementation's work, for comparison: reference states repeated for every row and
+        projected each time; the unconditional rows' reference attention computed, then replaced."""
+        repeated = reference.expand(hidden_states.shape[0], -1, -1).contiguous()
+        both = torch.cat([hidden_states, repeated], dim=1)
+        out = _chunked(lambda h, e: self.attend(attn, h, e, None, None), hidden_states, chunk, both)
+        if unconditional:
+            plain = _chunked(lambda h: self.attend(attn, h, None, None, None), hidden_states[:unconditional], chunk)
+            out = torch.cat([plain, out[unconditional:]])
+        return out
 
 
-def _spatial_self_attention_names(unet: torch.nn.Module) -> list[str]:
+def _self_attention_names(unet: torch.nn.Module) -> list[str]:
     """Names of attn1 in the spatial transformer blocks (not in motion modules)."""
     return [
         name
@@ -108,18 +213,18 @@ def _spatial_self_attention_names(unet: torch.nn.Module) -> list[str]:
 
 def install_reference_attention(reference_unet: torch.nn.Module, denoising_unet: torch.nn.Module,
                                 bank: ReferenceBank) -> None:
-    """Pair each spatial self-attention of the denoising UNet with the ReferenceNet's layer of the same name."""
-    writers = _spatial_self_attention_names(reference_unet)
-    readers = _spatial_self_attention_names(denoising_unet)
+    """Pair each spatial self-attention of the denoising UNet with the ReferenceNet's layer of the same name;
+    every other attention layer gets the (optionally chunked) SDPA processor."""
+    writers = _self_attention_names(reference_unet)
+    readers = _self_attention_names(denoising_unet)
     if sorted(writers) != sorted(readers):
         raise SpriteDiffError(
             "the ReferenceNet and the denoising UNet have different transformer blocks: "
             f"only in the ReferenceNet {sorted(set(writers) - set(readers))}, "
             f"only in the denoising UNet {sorted(set(readers) - set(writers))}"
         )
-    modules = dict(reference_unet.named_modules())
-    for name in writers:
-        modules[name].set_processor(ReferenceWriteProcessor(bank, name))
-    modules = dict(denoising_unet.named_modules())
-    for name in readers:
-        modules[name].set_processor(ReferenceReadProcessor(bank, name))
+    for unet, special, make in ((reference_unet, set(writers), ReferenceWriteProcessor),
+                                (denoising_unet, set(readers), ReferenceReadProcessor)):
+        for name, module in unet.named_modules():
+            if isinstance(module, Attention):
+                module.set_processor(make(bank, name) if name in special else ChunkedAttnProcessor(bank))

@@ -1,0 +1,109 @@
+"""Speed and memory switches: the exact ones keep the reference outputs (fixture) within 1e-4; the
+approximate ones run end to end and are labelled as changing the output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import MOORE_TINY, TINY_WEIGHTS
+from spritediff_core import InvalidInputError, SpriteSheetPipeline
+from spritediff_core.pipeline import RuntimeOptions
+
+EXPECTED = {"video.pt": (24, 4), "video_ctx.pt": (3, 1)}
+
+
+def frames(pipe, reference_image, pose_images, run_name, options, output_type="pt"):
+    context, overlap = EXPECTED[run_name]
+    return pipe(reference_image, pose_images, 64, 64, num_inference_steps=3, guidance_scale=3.5, seed=1234,
+                context_frames=context, context_overlap=overlap, output_type=output_type, options=options)
+
+
+EXACT = {
+    "default": RuntimeOptions(),
+    "unoptimised": RuntimeOptions.unoptimised(),
+    "sequential guidance": RuntimeOptions(sequential_guidance=True),
+    "attention chunks": RuntimeOptions(attention_chunk_size=3),
+    "decode one by one": RuntimeOptions(decode_chunk_size=1),
+    "everything for memory": RuntimeOptions(sequential_guidance=True, attention_chunk_size=2, decode_chunk_size=1),
+}
+
+
+@pytest.mark.parametrize("run_name", list(EXPECTED))
+@pytest.mark.parametrize("label", list(EXACT))
+def test_exact_options_reproduce_the_reference(pipe, reference_image, pose_images, run_name, label):
+    expected = torch.load(MOORE_TINY / "expected" / run_name)[0].transpose(0, 1)
+    result = frames(pipe, reference_image, pose_images, run_name, EXACT[label])
+    assert (result - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("switch", ["cpu offload", "vae tiling"])
+def test_model_memory_switches_keep_the_output(reference_image, pose_images, switch):
+    pipe = SpriteSheetPipeline.from_pretrained(TINY_WEIGHTS, device="cpu", dtype="fp32")
+    if switch == "cpu offload":
+        pipe.enable_model_cpu_offload("cpu")  # on a GPU machine: "cuda"; here the hooks run on the CPU
+        assert all(hasattr(m, "_hf_hook") for m in (pipe.vae, pipe.denoising_unet, pipe.reference_unet))
+    else:
+        pipe.enable_vae_tiling()
+        assert pipe.vae.use_tiling
+    expected = torch.load(MOORE_TINY / "expected" / "video.pt")[0].transpose(0, 1)
+    assert (frames(pipe, reference_image, pose_images, "video.pt", None) - expected).abs().max() < 1e-4
+
+
+def attention_inputs(pipe):
+    """Record the inputs of one reader layer's to_q and to_k (rows and tokens per call)."""
+    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    attn = dict(pipe.denoising_unet.named_modules())[name]
+    seen = {"to_q": [], "to_k": []}
+    handles = [getattr(attn, p).register_forward_pre_hook(lambda _m, a, p=p: seen[p].append(tuple(a[0].shape[:2])))
+               for p in seen]
+    return seen, handles
+
+
+def test_reference_keys_are_projected_once_and_not_for_the_unconditional_half(pipe, reference_image,
+                                                                              pose_images):
+    seen, handles = attention_inputs(pipe)
+    try:
+        frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions(), "latent")
+        exact = {k: list(v) for k, v in seen.items()}
+        for calls in seen.values():
+            calls.clear()
+        frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions.unoptimised(), "latent")
+        reference_way = {k: list(v) for k, v in seen.items()}
+    finally:
+        for handle in handles:
+            handle.remove()
+    tokens = 64  # 8 x 8 latent
+    # Exact: the reference tokens (1 row) projected once in the whole generation; per step, queries for
+    # 4 unconditional + 4 conditional rows, i.e. each row once.
+    assert exact["to_k"].count((1, tokens)) == 1
+    assert sum(rows for rows, _ in exact["to_q"]) == 3 * 8
+    # The reference implementation: per step, 8 rows of [own + reference] keys, and the unconditional
+    # rows again.
+    assert reference_way["to_k"].count((8, 2 * tokens)) == 3
+    assert sum(rows for rows, _ in reference_way["to_q"]) == 3 * 12
+
+
+def test_dpm_solver_is_an_approximate_mode_that_runs(pipe, reference_image, pose_images):
+    ddim = frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions())
+    fast = frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions(solver="dpm++"))
+    assert fast.shape == ddim.shape and torch.isfinite(fast).all()
+    assert (fast - ddim).abs().max() > 1e-3  # it changes the output: off by default
+
+
+def test_prediction_reuse_skips_unet_calls(pipe, reference_image, pose_images):
+    calls = []
+    handle = pipe.denoising_unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        result = pipe(reference_image, pose_images, 64, 64, num_inference_steps=4, seed=1, output_type="pt",
+                      options=RuntimeOptions(reuse_prediction_every=2))
+    finally:
+        handle.remove()
+    assert len(calls) == 2 and torch.isfinite(result).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(decode_chunk_size=0), dict(attention_chunk_size=0), dict(solver="euler"),
+                                    dict(reuse_prediction_every=0)])
+def test_bad_options_are_clear_errors(kwargs):
+    with pytest.raises(InvalidInputError):
+        RuntimeOptions(**kwargs)
