@@ -4,6 +4,7 @@
     python3 build.py test [PYTEST ARGS]   set up .venv (and .venv-bpy45), then run the whole test suite
     python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
     python3 build.py extension            build dist/spritediff-<version>.zip (validated by Blender's tool)
+    python3 build.py bench [--quick]      speed and memory benchmarks, results under out/bench/
 
 Setting up means: create `.venv` (or refresh it when requirements.txt changed), install the pinned
 requirements in one pip command (bpy needs numpy<2, see requirements.txt), install spritediff itself
@@ -196,7 +197,13 @@ def build_extension(python: Path) -> Path:
     return zip_path
 
 
-COMMANDS = {"test": command_test, "demo": command_demo, "extension": command_extension}
+def command_bench(args: list[str]) -> int:
+    """Speed and memory benchmarks (not tests): table and JSON under out/bench/. --quick for a small grid."""
+    python = ensure_venv()
+    return subprocess.run([str(python), "-m", "benchmarks.bench", *args], cwd=ROOT).returncode
+
+
+COMMANDS = {"test": command_test, "demo": command_demo, "extension": command_extension, "bench": command_bench}
 
 
 def main(argv: list[str]) -> int:
