@@ -234,12 +234,22 @@ class SpriteSheetPipeline:
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, chunk: int = 4) -> torch.Tensor:
         """(1, 4, L, h, w) latents -> (L, 3, H, W) float32 frames in [0, 1] on the CPU."""
+        frames = None
+        for start, part in self._decoded_chunks(latents, chunk):
+            if frames is None:  # filled in place: no second copy of the whole animation
+                frames = torch.empty((latents.shape[2], *part.shape[1:]), dtype=torch.float32)
+            frames[start:start + part.shape[0]] = part
+        return frames
+
+    def decode_images(self, latents: torch.Tensor, chunk: int = 4) -> list[Image.Image]:
+        """(1, 4, L, h, w) latents -> L RGB images, converted chunk by chunk (no float copy of the animation)."""
+        return [tensor_to_pil(frame) for _, part in self._decoded_chunks(latents, chunk) for frame in part]
+
+    def _decoded_chunks(self, latents: torch.Tensor, chunk: int):
         folded = latents[0].transpose(0, 1) / self.vae.config.scaling_factor
-        frames = []
         for start in range(0, folded.shape[0], chunk):
             part = self.vae.decode(folded[start:start + chunk].to(self.device, self.dtype)).sample
-            frames.append((part.float() / 2 + 0.5).clamp(0, 1).cpu())
-        return torch.cat(frames)
+            yield start, (part.float() / 2 + 0.5).clamp(0, 1).cpu()
 
     # ---------------------------------------------------------------- memory switches of the models
     def enable_model_cpu_offload(self, execution_device: str | torch.device = "cuda") -> None:
@@ -307,7 +317,10 @@ class SpriteSheetPipeline:
                 raise GenerationCancelled("generation cancelled")
             if output_type == "latent":
                 return latents
-            frames = self.decode(latents, options.decode_chunk_size)
+            if output_type == "pil":
+                frames = self.decode_images(latents, options.decode_chunk_size)
+            else:
+                frames = self.decode(latents, options.decode_chunk_size)
             if self._cancel.is_set():
                 raise GenerationCancelled("generation cancelled")
         finally:
@@ -318,7 +331,7 @@ class SpriteSheetPipeline:
             return frames
         if output_type == "np":
             return frames.permute(0, 2, 3, 1).numpy()
-        return [tensor_to_pil(frame) for frame in frames]
+        return frames
 
     def _validate(self, reference, poses, width, height, steps, guidance, context_frames, overlap,
                   output_type, tensor_inputs) -> None:
@@ -373,15 +386,19 @@ class SpriteSheetPipeline:
         guidance = guidance_scale > 1.0
         num_frames = len(poses)
         scheduler = make_solver(self.scheduler, options.solver)  # per call: no shared timestep state
-        scheduler.set_timesteps(steps, device=self.device)
+        # The scheduler works on CPU timesteps (its tables live there); the UNet gets a device copy made once,
+        # so no step waits for the device.
+        scheduler.set_timesteps(steps)
+        device_timesteps = scheduler.timesteps.to(self.device)
         latents = self.initial_latents(num_frames, width, height, seed, generator).to(self.device)
         latents = latents * scheduler.init_noise_sigma
         encoded = self.encode_reference(reference, width, height)
         pose_features = self.encode_poses(poses, width, height)
-        windows = context_windows(num_frames, context_frames, overlap, loop)
+        windows = [torch.tensor(window, device=self.device)
+                   for window in context_windows(num_frames, context_frames, overlap, loop)]
         counts = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
         for window in windows:
-            counts[:, :, window] += 1
+            counts.index_add_(2, window, torch.ones((1, 1, len(window), 1, 1), device=self.device))
 
         settings = RunSettings(options.exact_speedups, options.attention_chunk_size)
         with self._bank.active(settings):
@@ -396,10 +413,10 @@ class SpriteSheetPipeline:
                         for window in windows:
                             if self._cancel.is_set():
                                 return None
-                            prediction[:, :, window] += self.predict(
-                                latents[:, :, window], timestep, encoded.image_embeds,
-                                pose_features[:, :, window], guidance, options.sequential_guidance,
-                            ).float()
+                            prediction.index_add_(2, window, self.predict(
+                                latents.index_select(2, window), device_timesteps[index], encoded.image_embeds,
+                                pose_features.index_select(2, window), guidance, options.sequential_guidance,
+                            ).float())
                         prediction = prediction / counts
                         if guidance:
                             unconditional, conditional = prediction.chunk(2)
