@@ -90,21 +90,11 @@ def _reference_from_blender_image(name: str):
 
 
 def load_reference(options: GenerateOptions):
-    from PIL import Image, UnidentifiedImageError
-
     if options.reference_image:
         return _reference_from_blender_image(options.reference_image)
     if not options.reference_path:
         raise SpriteDiffError("no reference picture: choose an image file or a Blender image")
-    path = Path(bpy.path.abspath(options.reference_path))
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except FileNotFoundError:
-        raise SpriteDiffError(f"reference picture {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise SpriteDiffError(f"reference picture {path} is not a readable image ({error})") from None
+    return files.open_image(Path(bpy.path.abspath(options.reference_path)), "reference picture")
 
 
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import SpriteDiffError
-from .files import save_frames
+from .files import open_image, save_frames
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -39,28 +39,15 @@ def find_pose_images(spec: str) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
-def _open_image(path: Path, what: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except FileNotFoundError:
-        raise SpriteDiffError(f"{what} {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise SpriteDiffError(f"{what} {path} is not a readable image ({error})") from None
-
-
 def generate(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
     from .pipeline import SpriteSheetPipeline
 
-    reference = _open_image(Path(args.reference), "reference image")
+    reference = open_image(Path(args.reference), "reference image")
     pose_paths = find_pose_images(args.poses)
-    poses = [_open_image(path, "pose image") for path in pose_paths]
+    poses = [open_image(path, "pose image") for path in pose_paths]
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
 
     pipe = SpriteSheetPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -185,7 +172,7 @@ def pack(args: argparse.Namespace) -> Path:
             raise SpriteDiffError(f"frames folder {folder} does not exist")
         settings = _read_settings(folder)
         images = [p for p in find_pose_images(str(folder))]
-        frames = [_open_image(path, "frame") for path in images]
+        frames = [open_image(path, "frame") for path in images]
         name = args.name[index] if args.name else settings.get("animation") or folder.name
         if name == "frames" and folder.parent.name:
             name = folder.parent.name  # the add-on's <output>/<action>/frames layout
@@ -193,10 +180,10 @@ def pack(args: argparse.Namespace) -> Path:
         loop = settings.get("loop", True) if args.loop is None else args.loop
         animations.append(Animation(name, frames, fps, bool(loop)))
         reference_path = reference_path or settings.get("reference")
-    reference = _open_image(Path(reference_path), "reference image") if reference_path else None
+    reference = open_image(Path(reference_path), "reference image") if reference_path else None
     palette = args.palette
     if palette is not None and not palette.isdigit():
-        reference = _open_image(Path(palette), "palette image")
+        reference = open_image(Path(palette), "palette image")
         palette = "reference"
     options = SheetOptions(
         alpha=args.alpha, reference=reference, pixel_height=args.pixel_height,

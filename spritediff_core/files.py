@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, SpriteDiffError
 
 MANIFEST = "generation.json"
 
@@ -56,6 +56,20 @@ def _previous_outputs(destination: Path) -> set[str]:
     except (OSError, ValueError, AttributeError):
         return set()
     return {Path(name).name for name in files if isinstance(name, str)} | {MANIFEST}
+
+
+def open_image(path: str | Path, what: str = "image"):
+    """A fully read PIL image, or a SpriteDiffError saying what is wrong with the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise SpriteDiffError(f"{what} {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise SpriteDiffError(f"{what} {path} is not a readable image ({error})") from None
 
 
 def write_json(path: Path, data: object) -> None:

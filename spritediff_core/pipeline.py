@@ -191,12 +191,20 @@ class SpriteSheetPipeline:
         return ReferenceEncoding(pixels, embeds, mean * self.vae.config.scaling_factor)
 
     @torch.inference_mode()
-    def encode_poses(self, poses: Sequence[Image.Image], width: int, height: int) -> torch.Tensor:
-        """PoseGuider features (1, C, L, H/8, W/8) of the pose images, each resized to width x height."""
-        images = [self.pose_processor.preprocess(pose.convert("RGB"), height=height, width=width) for pose in poses]
-        stacked = torch.cat(images, dim=0).to(self.device, self.dtype)  # (L, 3, H, W) in [0, 1]
-        features = self.pose_guider(stacked)  # (L, C, h, w)
-        return features.transpose(0, 1).unsqueeze(0)
+    def encode_poses(self, poses: Sequence[Image.Image], width: int, height: int, chunk: int = 8) -> torch.Tensor:
+        """PoseGuider features (1, C, L, H/8, W/8) of the pose images, each resized to width x height.
+        The PoseGuider works on each frame alone; `chunk` frames at a time keep its full-resolution
+        activations from growing with the animation."""
+        features = None
+        for start in range(0, len(poses), chunk):
+            images = [self.pose_processor.preprocess(pose.convert("RGB"), height=height, width=width)
+                      for pose in poses[start:start + chunk]]
+            part = self.pose_guider(torch.cat(images).to(self.device, self.dtype))  # (n, C, h, w), input in [0, 1]
+            if features is None:
+                features = torch.empty((1, part.shape[1], len(poses), *part.shape[2:]), device=part.device,
+                                       dtype=part.dtype)
+            features[0, :, start:start + part.shape[0]] = part.transpose(0, 1)
+        return features
 
     @torch.inference_mode()
     def record_reference(self, reference_latents: torch.Tensor, image_embeds: torch.Tensor) -> None:

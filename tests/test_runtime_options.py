@@ -107,3 +107,10 @@ def test_prediction_reuse_skips_unet_calls(pipe, reference_image, pose_images):
 def test_bad_options_are_clear_errors(kwargs):
     with pytest.raises(InvalidInputError):
         RuntimeOptions(**kwargs)
+
+
+def test_pose_features_in_chunks_are_the_same(pipe, pose_images, trace):
+    whole = pipe.encode_poses(pose_images, 64, 64)
+    chunked = pipe.encode_poses(pose_images, 64, 64, chunk=3)
+    assert torch.equal(whole, chunked) or (whole - chunked).abs().max() < 1e-6
+    assert (chunked - trace["pose_fea"]).abs().max() < 1e-5
