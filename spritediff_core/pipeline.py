@@ -249,6 +249,7 @@ class SpriteSheetPipeline:
             frames[start:start + part.shape[0]] = part
         return frames
 
+    @torch.inference_mode()
     def decode_images(self, latents: torch.Tensor, chunk: int = 4) -> list[Image.Image]:
         """(1, 4, L, h, w) latents -> L RGB images, converted chunk by chunk (no float copy of the animation)."""
         return [tensor_to_pil(frame) for _, part in self._decoded_chunks(latents, chunk) for frame in part]
