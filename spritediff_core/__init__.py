@@ -13,6 +13,7 @@ __all__ = [
     "GenerationCancelled",
     "InvalidInputError",
     "SpriteDiffError",
+    "RuntimeOptions",
     "SpriteSheetPipeline",
     "UnsupportedConfigError",
     "WeightsMismatchError",
@@ -23,8 +24,8 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The pipeline pulls in torch and diffusers; import it only when asked for.
-    if name == "SpriteSheetPipeline":
-        from .pipeline import SpriteSheetPipeline
+    if name in ("SpriteSheetPipeline", "RuntimeOptions"):
+        from . import pipeline
 
-        return SpriteSheetPipeline
+        return getattr(pipeline, name)
     raise AttributeError(name)
