@@ -12,7 +12,7 @@ from typing import Sequence
 import bpy
 
 from . import armature_reader as reader
-from .core import SpriteDiffError, drawing, load
+from .core import SpriteDiffError, load
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -50,7 +50,7 @@ def command_poses(args: argparse.Namespace) -> None:
     sequences = reader.read_pose_sequences(scene, armature, [action, *others], camera, width, height,
                                            bone_map=args.bone_map, sampling=sampling, loop=args.loop,
                                            auto_frame=not args.no_auto_frame)
-    names = drawing.write_pose_sequence(sequences[0], args.out, stroke_scale=args.stroke_scale)
+    names = load("drawing").write_pose_sequence(sequences[0], args.out, stroke_scale=args.stroke_scale)
     print(f"wrote {len(names)} poses of {sequences[0].name!r} ({width}x{height}) to {args.out}")
 
 

@@ -1,8 +1,10 @@
 """The one place the add-on imports the core from.
 
 In the repository `spritediff_core` is a sibling package; inside the built extension it is vendored as a
-subpackage of the add-on (Blender extensions may only use relative imports). Light modules are imported
-here; heavy ones (the pipeline pulls in torch) through `load()` when first needed.
+subpackage of the add-on (Blender extensions may only use relative imports). Modules that need only numpy
+(which Blender ships) are imported here; the others (drawing needs OpenCV and Pillow, the pipeline torch)
+through `load()` when first used, so the add-on registers, and its preferences can install the packages,
+before they are present.
 """
 
 import importlib
@@ -19,11 +21,9 @@ def load(name: str):
     return importlib.import_module(f"{PACKAGE}.{name}")
 
 
-drawing = load("drawing")
 errors = load("errors")
 files = load("files")
 framing = load("framing")
 poses = load("poses")
 rig = load("rig")
-sheets = load("sheets")
 SpriteDiffError = errors.SpriteDiffError

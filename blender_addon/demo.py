@@ -19,7 +19,7 @@ from PIL import Image
 from . import armature_reader as reader
 from . import rig_builder
 from .cli import generate_one
-from .core import drawing, rig, sheets
+from .core import load, rig
 from .generation import GenerateOptions
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -30,6 +30,7 @@ DEMO_REFERENCE = rig.rigs_directory() / "demo_character.png"
 def run_demo(out: Path, model: str | None = None, size: int | None = None, steps: int | None = None,
              reference: str | None = None) -> dict:
     started = time.perf_counter()
+    drawing, sheets = load("drawing"), load("sheets")
     model_dir = Path(model or os.environ.get("SPRITEDIFF_MODEL_DIR") or TINY_MODEL)
     tiny = model_dir.resolve() == TINY_MODEL.resolve()
     size = size or (64 if tiny else 512)

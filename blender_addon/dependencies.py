@@ -37,7 +37,25 @@ TORCH_INDEXES = {
 
 def missing_packages(packages: Sequence[tuple[str, str]] = PACKAGES) -> list[str]:
     """pip requirements of the packages that cannot be imported here."""
-    return [requirement for module, requirement in packages if importlib.util.find_spec(module) is None]
+    return [requirement for module, requirement in packages if not _importable(module)]
+
+
+def require(modules: Sequence[str] | None = None) -> None:
+    """Raise a clear error naming what to install when a needed package is missing."""
+    wanted = [(m, r) for m, r in PACKAGES if modules is None or m in modules]
+    missing = missing_packages(wanted)
+    if missing:
+        from .core import SpriteDiffError
+
+        raise SpriteDiffError("missing Python packages: " + ", ".join(r.split("==")[0] for r in missing)
+                              + "; install them from the spritediff preferences (Install Packages)")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-installed package
+        return False
 
 
 def site_packages_folder(package: str, create: bool = True) -> Path:

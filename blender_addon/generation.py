@@ -22,7 +22,7 @@ import bpy
 import numpy as np
 
 from . import armature_reader as reader
-from .core import SpriteDiffError, drawing, files, load
+from .core import SpriteDiffError, files, load
 
 
 @dataclass
@@ -115,7 +115,7 @@ def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     sequence = reader.read_pose_sequences(scene, armature, [action, *others], camera, options.width,
                                           options.height, bone_map=options.bone_map, sampling=sampling,
                                           loop=options.loop, auto_frame=options.auto_frame)[0]
-    pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
+    pose_images = [load("drawing").draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
                        scene.name)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import bpy
 
 from . import armature_reader as reader
-from .core import SpriteDiffError, drawing
+from . import dependencies
+from .core import SpriteDiffError, load
 from .generation import GenerationJob, finish, prepare, release_pipelines
 from .preferences import preferences
 from .properties import options_from_settings
@@ -98,6 +99,7 @@ def start_generation(context) -> JobRunner:
     scene = context.scene
     if scene.name in _runners:
         raise SpriteDiffError("a generation is already running for this scene")
+    dependencies.require()
     prefs = preferences(context)
     options = options_from_settings(scene.spritediff, prefs)
     job = GenerationJob(prepare(scene, options))
@@ -180,6 +182,7 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         scene = context.scene
         options = options_from_settings(scene.spritediff, preferences(context))
         try:
+            dependencies.require(("PIL", "cv2"))
             armature = reader.find_armature(options.armature)
             camera = reader.find_camera(scene, options.camera)
             action = reader.find_action(armature, options.action)
@@ -188,7 +191,7 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
                                                   bone_map=options.bone_map, sampling=sampling, loop=options.loop,
                                                   auto_frame=options.auto_frame)[0]
             folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
-            names = drawing.write_pose_sequence(sequence, folder)
+            names = load("drawing").write_pose_sequence(sequence, folder)
         except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
             self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}

@@ -185,6 +185,7 @@ def run_failing(ext, scene, capfd, message):
     assert snapshot(scene) == before
 
 
+@needs_torch
 def test_error_no_armature_selected(ext, prefs, capfd):
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = bpy.context.scene
@@ -192,6 +193,7 @@ def test_error_no_armature_selected(ext, prefs, capfd):
     run_failing(ext, scene, capfd, "no armature selected")
 
 
+@needs_torch
 def test_error_no_camera(ext, scene, capfd):
     scene.spritediff.camera = None
     bpy.data.objects.remove(bpy.data.objects["Camera_side"])
@@ -409,3 +411,36 @@ def test_missing_packages_reports_what_cannot_be_imported(ext):
     assert ext.dependencies.missing_packages([("no_such_module_xyz", "xyz==1")]) == ["xyz==1"]
     target = ext.dependencies.site_packages_folder(MODULE)
     assert "extensions" in str(target) and "spritediff" in str(target)
+
+
+def test_registers_before_the_python_packages_are_installed(tmp_path):
+    """A fresh Blender has no OpenCV, Pillow or torch: the add-on must still register, so its preferences
+    can offer to install them."""
+    code = f"""
+import sys
+BLOCKED = {{"cv2", "PIL", "torch", "diffusers", "transformers", "safetensors", "rectpack"}}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not installed")
+sys.meta_path.insert(0, Block())
+import bpy
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+import blender_addon
+blender_addon.register()
+assert hasattr(bpy.types.Scene, "spritediff") and hasattr(bpy.types, "VIEW3D_PT_spritediff")
+from blender_addon import dependencies
+assert "torch==2.13.0" in dependencies.missing_packages()
+try:
+    bpy.ops.spritediff.preview_poses()
+except RuntimeError as error:
+    assert "missing Python packages" in str(error) and "Install Packages" in str(error), error
+else:
+    raise AssertionError("Preview Poses ran without OpenCV")
+blender_addon.unregister()
+print("REGISTERED")
+"""
+    env = dict(__import__("os").environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    result = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True, text=True,
+                                          timeout=120, env=env)
+    assert "REGISTERED" in result.stdout, result.stderr[-3000:]
