@@ -211,3 +211,16 @@ def read_pose_sequences(scene: bpy.types.Scene, armature: bpy.types.Object, acti
     animations = [read_action(scene, armature, action, camera, resolved, sampling, loop) for action in actions]
     return frame_action_poses(animations, camera_aspect(scene), width, height,
                               with_hands=hands and resolved.has_hands(), auto_frame=auto_frame)
+
+
+def read_named_action(scene: bpy.types.Scene, armature: str | None, action: str | None, camera: str | None,
+                      width: int, height: int, frame_with: Sequence[str] = (), bone_map: str | None = None,
+                      sampling: FrameSampling = FrameSampling(), loop: bool | None = None,
+                      auto_frame: bool = True) -> poses.PoseSequence:
+    """One Action's pose sequence, objects given by name (None: the active/only armature, its current
+    animation, the scene camera); `frame_with` names Actions that share its framing."""
+    armature_object = find_armature(armature)
+    camera_object = find_camera(scene, camera)
+    actions = [find_action(armature_object, name) for name in (action, *frame_with)]
+    return read_pose_sequences(scene, armature_object, actions, camera_object, width, height, bone_map=bone_map,
+                               sampling=sampling, loop=loop, auto_frame=auto_frame)[0]

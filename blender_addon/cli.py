@@ -39,19 +39,15 @@ def open_blend(path: str | None) -> None:
 def command_poses(args: argparse.Namespace) -> None:
     open_blend(args.blend)
     scene = bpy.context.scene
-    armature = reader.find_armature(args.armature)
-    camera = reader.find_camera(scene, args.camera)
-    action = reader.find_action(armature, args.action)
-    others = [reader.find_action(armature, name) for name in args.frame_with]
     render = scene.render
     width = args.width or int(render.resolution_x * render.resolution_percentage / 100)
     height = args.height or int(render.resolution_y * render.resolution_percentage / 100)
-    sampling = reader.FrameSampling(count=args.frames, frame_range=args.range)
-    sequences = reader.read_pose_sequences(scene, armature, [action, *others], camera, width, height,
-                                           bone_map=args.bone_map, sampling=sampling, loop=args.loop,
-                                           auto_frame=not args.no_auto_frame)
-    names = load("drawing").write_pose_sequence(sequences[0], args.out, stroke_scale=args.stroke_scale)
-    print(f"wrote {len(names)} poses of {sequences[0].name!r} ({width}x{height}) to {args.out}")
+    sequence = reader.read_named_action(scene, args.armature, args.action, args.camera, width, height,
+                                        frame_with=args.frame_with, bone_map=args.bone_map,
+                                        sampling=reader.FrameSampling(count=args.frames, frame_range=args.range),
+                                        loop=args.loop, auto_frame=not args.no_auto_frame)
+    names = load("drawing").write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale)
+    print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {args.out}")
 
 
 def options_from_args(args: argparse.Namespace) -> "GenerateOptions":

@@ -97,11 +97,18 @@ def load_reference(options: GenerateOptions):
     return files.open_image(Path(bpy.path.abspath(options.reference_path)), "reference picture")
 
 
+def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
+    """The options' Action as a pose sequence on the generation canvas."""
+    return reader.read_named_action(
+        scene, options.armature, options.action, options.camera, options.width, options.height,
+        frame_with=options.frame_with, bone_map=options.bone_map,
+        sampling=reader.FrameSampling(count=options.frames, frame_range=options.frame_range),
+        loop=options.loop, auto_frame=options.auto_frame)
+
+
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
-    armature = reader.find_armature(options.armature)
-    camera = reader.find_camera(scene, options.camera)
-    action = reader.find_action(armature, options.action)
+    sequence = read_sequence(scene, options)
     model = Path(bpy.path.abspath(options.model)) if options.model else None
     if model is None or not str(options.model).strip():
         raise SpriteDiffError("no weights folder set: choose the pretrained_weights folder in the preferences")
@@ -110,11 +117,6 @@ def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
         if value <= 0 or value % 8:
             raise SpriteDiffError(f"{name} must be a positive multiple of 8, got {value}")
     reference = load_reference(options)
-    sampling = reader.FrameSampling(count=options.frames, frame_range=options.frame_range)
-    others = [reader.find_action(armature, name) for name in options.frame_with]
-    sequence = reader.read_pose_sequences(scene, armature, [action, *others], camera, options.width,
-                                          options.height, bone_map=options.bone_map, sampling=sampling,
-                                          loop=options.loop, auto_frame=options.auto_frame)[0]
     pose_images = [load("drawing").draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
                        scene.name)

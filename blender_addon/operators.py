@@ -11,10 +11,9 @@ from pathlib import Path
 
 import bpy
 
-from . import armature_reader as reader
 from . import dependencies
 from .core import SpriteDiffError, load
-from .generation import GenerationJob, finish, prepare, release_pipelines
+from .generation import GenerationJob, finish, prepare, read_sequence, release_pipelines
 from .preferences import preferences
 from .properties import options_from_settings
 
@@ -183,13 +182,7 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         options = options_from_settings(scene.spritediff, preferences(context))
         try:
             dependencies.require(("PIL", "cv2"))
-            armature = reader.find_armature(options.armature)
-            camera = reader.find_camera(scene, options.camera)
-            action = reader.find_action(armature, options.action)
-            sampling = reader.FrameSampling(count=options.frames, frame_range=options.frame_range)
-            sequence = reader.read_pose_sequences(scene, armature, [action], camera, options.width, options.height,
-                                                  bone_map=options.bone_map, sampling=sampling, loop=options.loop,
-                                                  auto_frame=options.auto_frame)[0]
+            sequence = read_sequence(scene, options)
             folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
             names = load("drawing").write_pose_sequence(sequence, folder)
         except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)

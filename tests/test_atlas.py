@@ -128,7 +128,6 @@ def test_texturepacker_hash_and_array_round_trip(tmp_path):
         assert len(documents) == len(atlas.pages)
         seen = {}
         for name, document in documents.items():
-            page = Image.open(tmp_path / "x.png") if False else None  # noqa: F841
             entries = document["frames"] if not array else {e["filename"]: e for e in document["frames"]}
             assert set(document["meta"]["related_multi_packs"]) == set(documents) - {name}
             for frame_name, entry in entries.items():
