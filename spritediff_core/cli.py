@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("destination", help="a new folder")
     conv.add_argument("--dtype", default=None, help="cast floating-point weights, e.g. fp16")
     conv.set_defaults(run=convert)
+
+    from .evaluation import add_evaluate_command  # standard library only until the command runs
+
+    add_evaluate_command(commands)
     return parser
 
 
