@@ -1,4 +1,4 @@
-"""Headless commands: `python -m blender_addon poses|demo ...` (and, registered by the extension,
+"""Headless commands: `python -m blender_addon poses|generate|batch|dataset|demo ...` (and, registered by the extension,
 `blender --command spritediff ...`). Exit code 0 on success, 1 on a reported error."""
 
 from __future__ import annotations
@@ -143,6 +143,14 @@ def command_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), model=args.model, size=args.size, steps=args.steps, reference=args.reference)
 
 
+def command_dataset(args: argparse.Namespace) -> None:
+    from .dataset import DatasetOptions, run_dataset
+
+    run_dataset(DatasetOptions(out=args.out, characters=args.characters or 0, size=args.size,
+                               directions=args.directions, clips=args.clips, seed=args.seed, first=args.first,
+                               blend=args.blend, armature=args.armature, actions=tuple(args.actions or ())))
+
+
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """What to read from the scene: shared by `poses` and `generate`."""
     parser.add_argument("--blend", help="the .blend file to read (default: the open one)")
@@ -200,6 +208,19 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     batch = commands.add_parser("batch", help="run a TOML job file: characters x actions")
     batch.add_argument("job", help="job file (see README)")
     batch.set_defaults(run=command_batch)
+
+    dataset = commands.add_parser("dataset", help="render training data: procedural characters or a .blend's own")
+    dataset.add_argument("--characters", type=int, help="number of procedural characters")
+    dataset.add_argument("--blend", help="render this file's character instead (never saved)")
+    dataset.add_argument("--armature", help="with --blend: the character's armature object")
+    dataset.add_argument("--actions", nargs="+", help="with --blend: Actions (default: all that animate it)")
+    dataset.add_argument("--out", required=True, help="dataset folder (an existing dataset is resumed)")
+    dataset.add_argument("--size", type=int, default=128, help="square render size in pixels")
+    dataset.add_argument("--directions", type=int, default=8, help="camera directions around the character")
+    dataset.add_argument("--clips", type=int, default=8, help="clips per procedural character")
+    dataset.add_argument("--seed", type=int, default=0)
+    dataset.add_argument("--first", type=int, default=0, help="index of the first procedural character")
+    dataset.set_defaults(run=command_dataset)
 
     demo = commands.add_parser("demo", help="build the demo scene, draw the presets' poses, generate frames")
     demo.add_argument("--out", default="out/demo")
