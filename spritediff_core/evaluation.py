@@ -105,7 +105,7 @@ def select_clips(dataset, reference_view: str, views: tuple[str, ...] | None, ma
         pairs = [(character, clip) for character, clip in pairs if clip.view_name in views]
     if not pairs:
         raise InvalidInputError(f"no clips in {dataset.root} match --views {','.join(views or ())}")
-    for character in dict.fromkeys(character for character, _ in pairs):
+    for character in {character.name: character for character, _ in pairs}.values():
         if reference_view not in character.references:
             raise InvalidInputError(f"character {character.name} has no {reference_view!r} reference picture "
                                     f"(it has: {', '.join(character.references) or 'none'})")
@@ -263,7 +263,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"guidance {settings['guidance']}, seed {settings['seed']}.", "",
         "Mean over clips of each clip's mean over frames. *copy* is the baseline that uses the reference "
         "picture as every frame.", "",
-        "| clips | n | frames | PSNR dB model | PSNR dB copy | SSIM model | SSIM copy | IoU model | IoU copy |",
+        "| group | clips | frames | PSNR dB model | PSNR dB copy | SSIM model | SSIM copy | IoU model | IoU copy |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     groups = [("**all**", means["overall"])]
