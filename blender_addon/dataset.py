@@ -641,21 +641,25 @@ def build_body(scene: bpy.types.Scene, armature: bpy.types.Object, recipe: dict[
         parts.tube("chest", h("chest") - Vector((0, 0, 0.02 * scale)), t("chest") - Vector((0, 0, 0.03 * scale)),
                    chest_width * 0.97, chest_width * 0.82, c["metal"], depth=0.66)
 
-    # Held items, in rest space: the right hand's fist points the weapon forward (-Y).
+    # Held items, in rest space: the right fist holds them pointing forward and up (-Y, +Z), as sprites
+    # carry weapons; the hand bone's rotation then swings them with the arm.
     item = recipe["item"]
     grip_r = h("hand.R") + (t("hand.R") - h("hand.R")) * 0.5
     grip_l = h("hand.L") + (t("hand.L") - h("hand.L")) * 0.5
     reach = 0.9 * scale * (0.6 + 0.4 * p["arms"])
+    forward = Vector((0, -0.6, 0.8))
+    tilt = Matrix.Rotation(math.atan2(0.6, 0.8), 4, "X")  # turns +Z into `forward`
     if item in ("sword", "sword_and_shield"):
-        parts.tube("hand.R", grip_r + Vector((0, limb * 2, 0)), grip_r + Vector((0, -limb * 1.5, 0)),
-                   limb * 0.35, limb * 0.35, c["wood"], 6)
-        parts.box("hand.R", grip_r + Vector((0, -limb * 1.6, 0)), (limb * 0.6, limb * 0.5, limb * 2.6), c["accent"])
-        parts.box("hand.R", grip_r + Vector((0, -limb * 1.6 - reach * 0.5, 0)), (limb * 0.25, reach, limb * 0.8),
-                  c["metal"])
+        guard = grip_r + forward * limb * 1.6
+        parts.tube("hand.R", grip_r - forward * limb * 2, guard, limb * 0.35, limb * 0.35, c["wood"], 6)
+        parts.box("hand.R", guard, (limb * 2.6, limb * 0.5, limb * 0.6), c["accent"], rotation=tilt)
+        parts.box("hand.R", guard + forward * reach * 0.5, (limb * 0.8, limb * 0.25, reach), c["metal"],
+                  rotation=tilt)
     elif item == "axe":
-        end = grip_r + Vector((0, -reach * 0.75, 0))
-        parts.tube("hand.R", grip_r + Vector((0, limb * 2, 0)), end, limb * 0.35, limb * 0.35, c["wood"], 6)
-        parts.box("hand.R", end + Vector((0, limb, limb * 1.5)), (limb * 0.3, limb * 2.5, limb * 3.5), c["metal"])
+        end = grip_r + forward * reach * 0.75
+        parts.tube("hand.R", grip_r - forward * limb * 2, end, limb * 0.35, limb * 0.35, c["wood"], 6)
+        parts.box("hand.R", end - forward * limb * 1.5 + Vector((0, -limb * 1.2, -limb)),
+                  (limb * 0.3, limb * 2.5, limb * 3.5), c["metal"], rotation=tilt)
     elif item == "staff":
         parts.tube("hand.R", grip_r - Vector((0, 0, reach * 0.6)), grip_r + Vector((0, 0, reach * 0.9)),
                    limb * 0.4, limb * 0.4, c["wood"], 6)
@@ -784,8 +788,9 @@ def render_frames(scene: bpy.types.Scene, armature: bpy.types.Object, action: bp
             whole = int(math.floor(frame))
             scene.frame_set(whole, subframe=frame - whole)
             path = directory / name
-            scene.render.filepath = str(path)
-            bpy.ops.render.render(write_still=True)
+            bpy.ops.render.render()
+            # Saving the result ourselves keeps Blender from printing a line per frame (write_still does).
+            bpy.data.images["Render Result"].save_render(str(path), scene=scene)
             paths.append(path)
     finally:
         if armature.animation_data is not None:
