@@ -129,7 +129,8 @@ def _check_output_folder(out: Path) -> None:
                                 "choose an empty output folder")
 
 
-def _generation_size(settings: EvaluationSettings, pipe, dataset) -> tuple[tuple[int, int], str]:
+def generation_size(settings: EvaluationSettings, pipe, dataset) -> tuple[tuple[int, int], str]:
+    """(width, height) and where it came from: the flags, else the model's native size, else the dataset's."""
     if settings.size is not None:
         return settings.size, "--width/--height"
     native = getattr(pipe, "native_size", None)
@@ -338,7 +339,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
     out = Path(settings.out)
     _check_output_folder(out)
     pipe = SpriteSheetPipeline.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
-    size, size_source = _generation_size(settings, pipe, dataset)
+    size, size_source = generation_size(settings, pipe, dataset)
     _check_size(size, size_source)
 
     shown = set(evenly_spaced(len(pairs), SHEET_CLIPS))

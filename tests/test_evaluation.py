@@ -11,9 +11,10 @@ from PIL import Image
 
 from conftest import TINY_WEIGHTS
 from spritediff_core.cli import main
+from spritediff_core.dataset import load_dataset
 from spritediff_core.drawing import draw_pose
 from spritediff_core.errors import InvalidInputError
-from spritediff_core.evaluation import EvaluationSettings, evenly_spaced
+from spritediff_core.evaluation import EvaluationSettings, evenly_spaced, generation_size, select_clips
 from spritediff_core.metrics import PSNR_CAP_DB, foreground_iou, psnr, ssim
 from spritediff_core.poses import PoseFrame, PoseSequence
 
@@ -172,6 +173,7 @@ def test_evaluate_writes_metrics_and_a_contact_sheet(tmp_path, pipe, capsys):
                                             ("char_0001", "000_jump_dir_045", "dir_045", "jump", 2)]
 
     by_hand = [expected_baseline(shift) for shift in SHIFTS]
+    by_hand_iou = np.mean([value["iou"] for value in by_hand])
     for row in report["clips"]:
         for name in ("psnr", "ssim", "iou"):
             assert row["baseline"][name] == pytest.approx(np.mean([value[name] for value in by_hand]), rel=1e-9)
@@ -201,11 +203,31 @@ def test_evaluate_writes_metrics_and_a_contact_sheet(tmp_path, pipe, capsys):
     # Two rows (one per clip) of reference + (pose, generated, truth) x 2 frames, under a header.
     assert Image.open(out / "contact_sheet.png").size == (170 + 7 * (128 + 4), 26 + 2 * (128 + 4))
 
-    # A second run replaces its own outputs; --views keeps only the named views.
-    assert main(evaluate_args(data, out, "--views", "dir_045", "--reference-view", "front")) == 0
+    # A second run replaces its own outputs; --views keeps only the named views; at another size the poses
+    # are redrawn and the ground truth resized.
+    assert main(evaluate_args(data, out, "--views", "dir_045", "--reference-view", "front", "--width", "32",
+                              "--height", "32")) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert [row["clip"] for row in report["clips"]] == ["000_jump_dir_045"]
     assert report["settings"]["views"] == ["dir_045"] and report["settings"]["reference_view"] == "front"
+    assert (report["settings"]["width"], report["settings"]["height"]) == (32, 32)
+    assert report["clips"][0]["baseline"]["iou"] == pytest.approx(by_hand_iou, abs=0.05)
+
+
+def test_size_and_clip_selection(tmp_path):
+    dataset = load_dataset(write_dataset(tmp_path / "heldout"))
+    settings = EvaluationSettings(tmp_path / "model", dataset.root, tmp_path / "out")
+
+    class NativeSize:
+        native_size = (128, 96)
+
+    assert generation_size(settings, NativeSize(), dataset)[0] == (128, 96)
+    assert generation_size(settings, object(), dataset)[0] == (64, 64)
+    sized = EvaluationSettings(tmp_path / "model", dataset.root, tmp_path / "out", size=(32, 48))
+    assert generation_size(sized, NativeSize(), dataset) == ((32, 48), "--width/--height")
+    assert [clip.name for _, clip in select_clips(dataset, "side", None, 1)] == ["000_walk_side"]
+    assert [clip.name for _, clip in select_clips(dataset, "side", ("side", "dir_045"), None)] == [
+        "000_walk_side", "000_jump_dir_045"]
 
 
 def unchanged(data):
