@@ -91,6 +91,13 @@ def flatten_onto_black(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def clip_pixel_values(processor: CLIPImageProcessorPil, reference: Image.Image) -> torch.Tensor:
+    """The image encoder's input (1, 3, 224, 224): a bicubic resize to 224x224 (the whole picture, no crop),
+    then CLIP's normalisation; training feeds the encoder exactly this."""
+    square = reference.convert("RGB").resize((CLIP_SIZE, CLIP_SIZE), Image.Resampling.BICUBIC)
+    return processor(images=square, return_tensors="pt").pixel_values
+
+
 @dataclass(frozen=True)
 class ReferenceEncoding:
     """What the reference picture contributes to every step: CLIP embedding and VAE latents."""
@@ -183,8 +190,7 @@ class SpriteSheetPipeline:
     def encode_reference(self, reference: Image.Image, width: int, height: int) -> ReferenceEncoding:
         """CLIP image embedding (of a 224x224 bicubic resize) and VAE latent mean of the reference."""
         reference = flatten_onto_black(reference)
-        square = reference.resize((CLIP_SIZE, CLIP_SIZE), Image.Resampling.BICUBIC)
-        pixels = self.clip_processor(images=square, return_tensors="pt").pixel_values
+        pixels = clip_pixel_values(self.clip_processor, reference)
         embeds = self.image_encoder(pixels.to(self.device, self.dtype)).image_embeds
         image = self.reference_processor.preprocess(reference, height=height, width=width)
         mean = self.vae.encode(image.to(self.device, self.dtype)).latent_dist.mean

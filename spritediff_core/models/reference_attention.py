@@ -140,13 +140,13 @@ class ReferenceReadProcessor:
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None) -> torch.Tensor:
+        unconditional = self.bank.unconditional_rows(hidden_states.shape[0])
         reference = self.bank.states.get(self.name)
-        if reference is None:
+        if reference is None and unconditional < hidden_states.shape[0]:
             raise SpriteDiffError(
                 f"reference attention {self.name}: no ReferenceNet states recorded; run the ReferenceNet first"
             )
-        reference = reference.to(hidden_states.dtype)
-        unconditional = self.bank.unconditional_rows(hidden_states.shape[0])
+        reference = None if reference is None else reference.to(hidden_states.dtype)
         chunk = self.bank.settings.attention_chunk_size
         if not self.bank.settings.exact_speedups:
             return self._as_reference_implementation(attn, hidden_states, reference, unconditional, chunk)
@@ -174,6 +174,9 @@ class ReferenceReadProcessor:
         """SDPA over keys/values [own tokens, reference tokens]; the same maths as projecting the
         concatenated states, since the projections act on each token alone."""
         rows = hidden_states.shape[0]
+        if key_ref.shape[0] not in (1, rows):  # one reference per sample of a batch of clips (training)
+            key_ref = key_ref.repeat_interleave(rows // key_ref.shape[0], dim=0)
+            value_ref = value_ref.repeat_interleave(rows // value_ref.shape[0], dim=0)
         query = attn.to_q(hidden_states)
         key = torch.cat([attn.to_k(hidden_states), key_ref.expand(rows, -1, -1)], dim=1)
         value = torch.cat([attn.to_v(hidden_states), value_ref.expand(rows, -1, -1)], dim=1)

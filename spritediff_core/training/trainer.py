@@ -1,0 +1,397 @@
+"""`spritediff train`: the Animate Anyone recipe in three stages, each ending in a complete weights folder.
+
+- stage 0 (only for a model from scratch): the VAE, on the dataset's frames (reconstruction + a small KL
+  term); its latent scaling factor is then measured on the data (SD's 0.18215 is the same measurement for
+  its VAE).
+- stage 1: the ReferenceNet (all but its last up block, whose outputs nothing reads, as the recipe), the
+  denoising UNet's spatial layers and the PoseGuider on (reference, target, pose) triples; with
+  `train_image_encoder`, also the image encoder (spritediff-mini's own; the recipe keeps CLIP frozen).
+- stage 2: only the motion modules, on clips.
+
+Objective (`objective.py`): v-prediction, zero-terminal-SNR schedule, min-SNR weighting (gamma 5), noise offset
+0.05. Conditioning dropout: for 10% of batches the ReferenceNet is not run (reference attention becomes plain
+self-attention) and the image embedding is zero. The recipe zeroes the image encoder's input pixels instead;
+we zero the embedding because that is what the pipeline's unconditional half feeds (deliberate deviation).
+
+Everything a run writes is in `--out`: `model/` (a weights folder `SpriteSheetPipeline.from_pretrained` loads,
+updated at every checkpoint), `checkpoint.pt` (optimiser and step, to resume), `log.jsonl` (loss per step),
+`samples/` (reference | pose | generated | ground truth), `settings.json`. Each step draws its samples and
+noise from a generator seeded by (seed, step), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from diffusers.optimization import get_scheduler
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import CLIPImageProcessorPil
+
+from ..devices import resolve_device
+from ..errors import InvalidInputError
+from ..models.denoising_unet import pose_conditioning
+from ..models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
+from ..pipeline import clip_pixel_values
+from .data import PoseBatch, TrainingSet
+from .models import MODEL_CARD, ModelParts, load_parts, save_parts
+from .objective import min_snr_loss, noisy_latents, training_scheduler
+
+STAGES = (0, 1, 2)
+CONFIGS = ("mini",)
+MIXED_PRECISION = ("no", "fp16", "bf16")
+CONDITIONING_DROPOUT = 0.1
+KL_WEIGHT = 1e-6
+CHECKPOINT = "checkpoint.pt"
+MODEL_DIR = "model"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training run. Defaults are spritediff-mini's on a CPU; the recipe's fine-tuning values are in the
+    README (lr 1e-5, batch 4 at 768 for stage 1, clips of 24 frames at 512 for stage 2)."""
+
+    stage: int
+    data: str
+    out: str
+    init: str | None = None  # a weights folder to start from
+    config: str | None = None  # or a configuration to build from scratch ("mini")
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    warmup_steps: int = 1
+    resolution: int | None = None  # default: the model's native size, else 512
+    frames: int = 8  # stage 2: frames per clip
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    train_image_encoder: bool = False
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False
+    device: str | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise InvalidInputError(f"stage must be one of {STAGES}, got {self.stage}")
+        if (self.init is None) == (self.config is None):
+            raise InvalidInputError("give exactly one of --init WEIGHTS_DIR and --config mini")
+        if self.config is not None and self.config not in CONFIGS:
+            raise InvalidInputError(f"unknown --config {self.config!r} (known: {', '.join(CONFIGS)})")
+        if self.config is not None and self.stage != 0:
+            raise InvalidInputError("--config builds a model from scratch: start with --stage 0 (its VAE), then "
+                                    "run stages 1 and 2 with --init <stage 0 out>/model")
+        for name in ("steps", "batch_size", "frames", "checkpoint_every", "sample_every"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise InvalidInputError(f"learning rate must be a positive number, got {self.learning_rate}")
+        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
+            raise InvalidInputError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InvalidInputError(f"mixed precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+
+
+def _stage_parameters(parts: ModelParts, stage: int, train_image_encoder: bool, motion_unet=None):
+    """(module name, trainable parameters) of a stage, in a fixed order (the optimiser state depends on it)."""
+    if stage == 0:
+        return [("vae", list(parts.vae.parameters()))]
+    if stage == 2:
+        return [("motion_modules", [p for n, p in motion_unet.named_parameters() if ".motion_modules." in n])]
+    last_up = f"up_blocks.{len(parts.reference_unet.up_blocks) - 1}."
+    groups = [
+        ("reference_unet", [p for n, p in parts.reference_unet.named_parameters() if not n.startswith(last_up)]),
+        ("denoising_unet", list(parts.spatial_unet.parameters())),
+        ("pose_guider", list(parts.pose_guider.parameters())),
+    ]
+    if train_image_encoder:
+        groups.append(("image_encoder", list(parts.image_encoder.parameters())))
+    return groups
+
+
+def _optimizer(parameters: list[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    arguments = dict(lr=settings.learning_rate, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    if settings.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise InvalidInputError("--use-8bit-adam needs bitsandbytes (pip install bitsandbytes)") from None
+        return bnb.optim.AdamW8bit(parameters, **arguments)
+    return torch.optim.AdamW(parameters, **arguments)
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings) -> None:
+        self.settings = settings
+        self.out = Path(settings.out)
+        self.device = resolve_device(settings.device)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.autocast_dtype = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.mixed_precision]
+        self._check_out()
+        resume = (self.out / CHECKPOINT).is_file()
+        self.parts = self._initial_parts(resume)
+        self.resolution = settings.resolution or int((self.parts.card.get("native_size") or [512])[0])
+        self.data = TrainingSet(settings.data, self.resolution)  # read before any training starts
+        self.scheduler = training_scheduler(self.parts.inference)
+        self.clip_processor = CLIPImageProcessorPil()
+        self.bank = ReferenceBank()
+        self.motion_unet = None
+        if settings.stage in (1, 2):
+            self._prepare_pose_stages()
+        self.groups = _stage_parameters(self.parts, settings.stage, settings.train_image_encoder, self.motion_unet)
+        self.parameters = [p for _, group in self.groups for p in group]
+        for parameter in self.parameters:
+            parameter.requires_grad_(True)
+        self.optimizer = _optimizer(self.parameters, settings)
+        self.lr_scheduler = get_scheduler("constant_with_warmup", self.optimizer,
+                                          num_warmup_steps=settings.warmup_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 and \
+            self.device.type == "cuda" else None
+        self.step = 0
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------ setup
+    def _check_out(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise InvalidInputError(f"--out {self.out} is a file, not a folder")
+        if self.out.is_dir() and any(self.out.iterdir()) and not (self.out / "settings.json").is_file():
+            raise InvalidInputError(f"--out {self.out} holds files that are not a training run: pick an empty "
+                                    "or new folder")
+        settings_path = self.out / "settings.json"
+        if settings_path.is_file():
+            previous = json.loads(settings_path.read_text(encoding="utf-8"))
+            mine = asdict(self.settings)
+            differing = sorted(k for k in mine if k not in ("steps", "device", "threads", "checkpoint_every",
+                                                            "sample_every") and previous.get(k) != mine[k])
+            if differing:
+                raise InvalidInputError(f"--out {self.out} holds a run with other settings ({', '.join(differing)}): "
+                                        "resume it with the same settings or pick another folder")
+
+    def _initial_parts(self, resume: bool) -> ModelParts:
+        if resume:
+            return load_parts(self.out / MODEL_DIR)
+        if self.settings.config == "mini":
+            from .mini import new_mini_parts
+
+            return new_mini_parts(self.settings.seed)
+        return load_parts(self.settings.init)
+
+    def _prepare_pose_stages(self) -> None:
+        parts = self.parts
+        install_reference_attention(parts.reference_unet, parts.spatial_unet, self.bank)
+        if self.settings.stage == 2:
+            self.motion_unet = parts.motion_unet()
+            install_reference_attention(parts.reference_unet, self.motion_unet, self.bank)
+            self.motion_unet.float().train().requires_grad_(False)
+        for module in self._modules():
+            module.to(self.device)
+        if self.settings.gradient_checkpointing:
+            for unet in (parts.reference_unet, parts.spatial_unet, self.motion_unet):
+                if unet is not None:
+                    unet.enable_gradient_checkpointing()
+
+    def _modules(self) -> list[torch.nn.Module]:
+        parts = self.parts
+        modules = [parts.vae, parts.image_encoder, parts.reference_unet, parts.pose_guider]
+        modules.append(self.motion_unet if self.motion_unet is not None else parts.spatial_unet)
+        return modules
+
+    # ------------------------------------------------------------ checkpoints
+    def _sync_parts(self) -> None:
+        """Copy the stage-2 UNet's weights back into the parts that are written out."""
+        if self.motion_unet is not None:
+            state = self.motion_unet.state_dict()
+            self.parts.motion_state = {k: v.detach().cpu().clone() for k, v in state.items()
+                                       if ".motion_modules." in k and not k.endswith(".pos_embed.pe")}
+
+    def save_checkpoint(self) -> None:
+        self._sync_parts()
+        self.parts.card = dict(self.parts.card, training={"stage": self.settings.stage, "step": self.step,
+                                                          "resolution": self.resolution})
+        device = self.device
+        for module in self._modules():
+            module.to("cpu")
+        save_parts(self.parts, self.out / MODEL_DIR)
+        for module in self._modules():
+            module.to(device)
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "lr_scheduler": self.lr_scheduler.state_dict()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        partial = self.out / (CHECKPOINT + ".partial")
+        torch.save(state, partial)
+        partial.replace(self.out / CHECKPOINT)
+
+    def _resume(self) -> None:
+        state = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True)
+        saved_step = self.parts.card.get("training", {}).get("step")
+        if saved_step != state["step"]:
+            raise InvalidInputError(f"{self.out}: {MODEL_DIR}/ is at step {saved_step} but {CHECKPOINT} at step "
+                                    f"{state['step']}; the run cannot be resumed")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------ one step
+    def _generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.settings.seed * 1_000_003 + step)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _latents(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            distribution = self.parts.vae.encode(pixels.to(self.device)).latent_dist
+            return distribution.sample(generator) * self.parts.vae.config.scaling_factor
+
+    def loss_stage0(self, generator: torch.Generator) -> torch.Tensor:
+        pixels = self.data.image_batch(self.settings.batch_size, generator).pixels.to(self.device)
+        vae = self.parts.vae
+        posterior = vae.encode(pixels).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(self.device)
+        latents = posterior.mean + posterior.std * noise
+        reconstruction = vae.decode(latents).sample
+        error = reconstruction.float() - pixels
+        return error.abs().mean() + error.pow(2).mean() + KL_WEIGHT * posterior.kl().mean()
+
+    def _image_embeds(self, batch: PoseBatch, drop: bool) -> torch.Tensor:
+        pixels = torch.cat([clip_pixel_values(self.clip_processor, p) for p in batch.reference_pictures])
+        if drop:
+            return torch.zeros((pixels.shape[0], self.parts.image_encoder.config.projection_dim), device=self.device)
+        return self.parts.image_encoder(pixels.to(self.device)).image_embeds
+
+    def loss_pose_stage(self, generator: torch.Generator) -> torch.Tensor:
+        stage2 = self.settings.stage == 2
+        batch = self.data.pose_batch(self.settings.batch_size, generator,
+                                     frames=self.settings.frames if stage2 else None)
+        size, frames = batch.targets.shape[0], (batch.targets.shape[2] if stage2 else 1)
+        folded_targets = batch.targets.transpose(1, 2).flatten(0, 1) if stage2 else batch.targets
+        latents = self._latents(folded_targets, generator)
+        if stage2:  # (B*F, C, h, w) -> (B, C, F, h, w)
+            latents = latents.unflatten(0, (size, frames)).transpose(1, 2)
+        reference_latents = self._latents(batch.references, generator)
+        noisy, timesteps, target = noisy_latents(self.scheduler, latents, generator)
+        drop = float(torch.rand((), generator=generator)) < CONDITIONING_DROPOUT
+        embeds = self._image_embeds(batch, drop).unsqueeze(1)
+        poses = batch.poses.to(self.device)
+        with self.bank.active(RunSettings()):
+            self.bank.states.clear()
+            self.bank.keys_values.clear()
+            if not drop:
+                with self.bank.recording_pass():
+                    self.parts.reference_unet(reference_latents, torch.zeros(size, dtype=torch.long, device=self.device),
+                                              encoder_hidden_states=embeds, return_dict=False)
+            if stage2:
+                features = self.parts.pose_guider(poses.transpose(1, 2).flatten(0, 1))
+                features = features.unflatten(0, (size, frames)).transpose(1, 2)
+                unet = self.motion_unet
+                embeds = embeds.repeat_interleave(frames, dim=0)
+            else:
+                features = self.parts.pose_guider(poses).unsqueeze(2)
+                unet = self.parts.spatial_unet
+            with self.bank.unet_call(1 if drop else 0, 1), pose_conditioning(unet, features):
+                prediction = unet(noisy, timesteps, encoder_hidden_states=embeds, return_dict=False)[0]
+            loss = min_snr_loss(self.scheduler, prediction, target, timesteps)
+            self._backward(loss)  # inside the bank's context: checkpointed layers re-read the reference
+        return loss
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def train_step(self) -> float:
+        generator = self._generator(self.step)
+        with self._autocast():
+            if self.settings.stage == 0:
+                loss = self.loss_stage0(generator)
+                self._backward(loss)
+            else:
+                loss = self.loss_pose_stage(generator)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return float(loss.detach())
+
+    # ------------------------------------------------------------ the run
+    def run(self, progress: bool | None = None) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "settings.json").write_text(json.dumps(asdict(self.settings), indent=2) + "\n", encoding="utf-8")
+        settings = self.settings
+        bar = tqdm(total=settings.steps, initial=self.step, desc=f"stage {settings.stage}", unit="step",
+                   disable=None if progress is None else not progress)
+        started = time.perf_counter()
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as log:
+            while self.step < settings.steps:
+                loss = self.train_step()
+                log.write(json.dumps({"step": self.step, "loss": round(loss, 6),
+                                      "lr": self.lr_scheduler.get_last_lr()[0],
+                                      "seconds": round(time.perf_counter() - started, 2)}) + "\n")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                done = self.step == settings.steps
+                if self.step % settings.checkpoint_every == 0 or done:
+                    if done and settings.stage == 0:
+                        self.measure_latent_scale()
+                    log.flush()
+                    self.save_checkpoint()
+                if self.step % settings.sample_every == 0 or done:
+                    self.write_samples()
+        bar.close()
+        return self.out / MODEL_DIR
+
+    @torch.no_grad()
+    def measure_latent_scale(self, images: int = 256) -> float:
+        """Set the VAE's scaling factor so latents have unit standard deviation on this data."""
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        values = []
+        for _ in range(max(1, images // self.settings.batch_size)):
+            pixels = self.data.image_batch(self.settings.batch_size, generator).pixels.to(self.device)
+            values.append(self.parts.vae.encode(pixels).latent_dist.sample(generator).flatten().cpu())
+        scale = float(1.0 / torch.cat(values).std())
+        self.parts.vae.register_to_config(scaling_factor=scale)
+        return scale
+
+    # ------------------------------------------------------------ samples
+    def write_samples(self, count: int = 3) -> Path:
+        from .samples import sample_grid
+
+        path = self.out / "samples" / f"step_{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sample_grid(self, count).save(path)
+        return path
+
+
+def train(settings: TrainSettings, progress: bool | None = None) -> Path:
+    return Trainer(settings).run(progress)
+
+
+def iter_log(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
