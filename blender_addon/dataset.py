@@ -209,6 +209,7 @@ def character_recipe(rng: random.Random) -> dict[str, Any]:
         "pattern": rng.choice(("none", "none", "stripes", "checks")),
         "sleeves": rng.choice(("long", "short", "none")),
         "outline": rng.choice(OUTLINE_COLOURS) if rng.random() < 0.7 else None,
+        "inner_lines": rng.random() < 0.5,
     }
 
 
@@ -674,9 +675,10 @@ def build_body(scene: bpy.types.Scene, armature: bpy.types.Object, recipe: dict[
 
 # ---------------------------------------------------------------------------------------------- cameras
 
-def setup_render(scene: bpy.types.Scene, size: int, flat_workbench: bool) -> None:
+def setup_render(scene: bpy.types.Scene, size: int, flat_workbench: bool, inner_lines: str | None = None) -> None:
     """Square RGBA render on a transparent film; the procedural characters use Workbench's flat material
-    colours (fastest engine, anti-aliased edges, exact palette colours)."""
+    colours (fastest engine, anti-aliased edges, exact palette colours). `inner_lines`: a colour for
+    Workbench's object outlines, which draw where one body part overlaps another (an arm over the chest)."""
     render = scene.render
     render.resolution_x = render.resolution_y = size
     render.resolution_percentage = 100
@@ -690,7 +692,9 @@ def setup_render(scene: bpy.types.Scene, size: int, flat_workbench: bool) -> Non
         shading = scene.display.shading
         shading.light = "FLAT"
         shading.color_type = "MATERIAL"
-        shading.show_object_outline = False
+        shading.show_object_outline = inner_lines is not None
+        if inner_lines is not None:
+            shading.object_outline_color = _linear(inner_lines)[:3]
         shading.show_cavity = shading.show_shadows = shading.show_specular_highlight = False
         scene.display.render_aa = "8"
         scene.view_settings.view_transform = "Standard"
@@ -858,6 +862,8 @@ def render_clip(scene, armature, subject: Subject, action, plan: ClipPlan, bone_
 
 
 def finish_frames(folder: Path, outline: str | None) -> None:
+    """The silhouette outline comes from the core (`pixelart.add_outline`): exactly 1 px in one colour at any
+    render size, as pixel-art sprites have; Workbench's own outline is per object and not sized in pixels."""
     if outline:
         colour = tuple(int(outline[i:i + 2], 16) for i in (1, 3, 5))
         paths = sorted(folder.glob("reference/*.png")) + sorted(folder.glob("clips/*/frame_*.png"))
@@ -893,7 +899,8 @@ def render_procedural_character(out: Path, index: int, options: DatasetOptions) 
     name = f"char_{index:04d}"
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
-    setup_render(scene, options.size, flat_workbench=True)
+    setup_render(scene, options.size, flat_workbench=True,
+                 inner_lines=(recipe["outline"] or "#202020") if recipe["inner_lines"] else None)
     armature = rig_builder.build_armature(scene, name="Character", rig_data=proportioned_rig(recipe))
     build_body(scene, armature, recipe, rng)
     bone_map = reader.resolve_bone_map(armature, None)
@@ -932,6 +939,10 @@ def blend_views(directions: int) -> list[View]:
     return [View("side", SIDE_AZIMUTH), *ring]
 
 
+def blend_character_name(armature_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", armature_name).strip("._") or "character"
+
+
 def render_blend_character(out: Path, options: DatasetOptions) -> int:
     scene = bpy.context.scene
     armature = reader.find_armature(options.armature)
@@ -947,7 +958,7 @@ def render_blend_character(out: Path, options: DatasetOptions) -> int:
             obj.hide_render = True
     setup_render(scene, options.size, flat_workbench=False)
     subject = subject_of(armature)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", armature.name).strip("._") or "character"
+    name = blend_character_name(armature.name)
     with CharacterFolder(out, name) as folder:
         references = render_references(scene, armature, subject, bone_map, options.size, bone_map.has_hands(),
                                        folder / "reference")
@@ -991,6 +1002,9 @@ def run_dataset(options: DatasetOptions) -> None:
         reader.find_armature(options.armature)  # a wrong name fails before anything is written
         out.mkdir(parents=True, exist_ok=True)
         write_manifest(out, source, options.size, options.seed)
+        if (out / blend_character_name(options.armature) / CHARACTER_FILE).is_file():
+            print(f"{options.armature}: already complete, skipped", flush=True)
+            return
         started = time.perf_counter()
         frames = render_blend_character(out, options)
         write_manifest(out, source, options.size, options.seed)

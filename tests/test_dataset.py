@@ -148,6 +148,10 @@ def test_blend_mode_renders_the_files_own_character(tmp_path):
     assert character["recipe"]["actions"] == ["Hero_walk"]
     assert [c.split("_", 2)[2] for c in character["clips"]] == ["side", "dir_000", "dir_180", "dir_270"]
     assert blend.read_bytes() == before
+    stamp = (out / "Hero" / "character.json").stat().st_mtime_ns
+    assert cli_main(["dataset", "--blend", str(blend), "--armature", "Hero", "--out", str(out),
+                     "--size", str(SIZE), "--directions", "4"]) == 0  # resumed: already complete
+    assert (out / "Hero" / "character.json").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize("arguments, message", [
