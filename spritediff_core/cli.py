@@ -4,6 +4,7 @@
     spritediff pack FRAMES_DIR... --out DIR [--format texturepacker-hash|texturepacker-array|aseprite|godot]
     spritediff draw-poses POSES.json --out DIR [--width --height --stroke-scale auto|N]
     spritediff convert SRC DST [--dtype fp16]
+    spritediff train --stage 0|1|2 --data DIR --out DIR (--init WEIGHTS_DIR | --config mini) [options]
 """
 
 from __future__ import annotations
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation import add_evaluate_command  # standard library only until the command runs
 
     add_evaluate_command(commands)
+    from .training.command import add_train_command
+
+    add_train_command(commands)
     return parser
 
 
