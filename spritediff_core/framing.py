@@ -57,9 +57,26 @@ def camera_framing(aspect: float, width: int, height: int) -> Framing:
     return Framing(width, height, aspect, scale, (width - scale * aspect) / 2, (height - scale) / 2)
 
 
+# Keypoints stop at the eyes and ears: the skull, hair and hats rise above them. Keep this many head lengths
+# (neck to nose, as the camera sees it) free above the highest keypoint, so framing never cuts a head off.
+HEAD_ROOM = 1.2
+
+
+def head_room(animations: Sequence[Sequence[CameraPoints]], aspect: float) -> float:
+    """Room to keep above the highest keypoint, in the camera's normalised units (0 if no head is seen)."""
+    lengths = []
+    for animation in animations:
+        for frame in animation:
+            if len(frame.view) > 1 and frame.visible[0] and frame.visible[1]:
+                du, dv = (frame.view[0, :2] - frame.view[1, :2]) * (aspect, 1.0)
+                lengths.append(float(np.hypot(du, dv)))
+    return HEAD_ROOM * float(np.median(lengths)) if lengths else 0.0
+
+
 def auto_framing(animations: Sequence[Sequence[CameraPoints]], aspect: float, width: int, height: int,
                  margin: float = 0.08, ground: float = 0.92) -> Framing:
-    """One framing holding every visible point of every frame of every given animation."""
+    """One framing holding every visible point of every frame of every given animation, with room for the
+    head above the highest one (`HEAD_ROOM`)."""
     if not 0 <= margin < 0.5 or not margin < ground <= 1:
         raise InvalidInputError(f"bad framing: margin {margin}, ground line {ground}")
     visible = [frame.view[frame.visible, :2] for animation in animations for frame in animation]
@@ -68,7 +85,8 @@ def auto_framing(animations: Sequence[Sequence[CameraPoints]], aspect: float, wi
         raise InvalidInputError("no keypoint is visible to the camera in any frame: check the camera and armature")
     u = points[:, 0] * aspect
     v = 1.0 - points[:, 1]
-    span_u, span_v = max(u.max() - u.min(), 1e-6), max(v.max() - v.min(), 1e-6)
+    top = v.min() - head_room(animations, aspect)
+    span_u, span_v = max(u.max() - u.min(), 1e-6), max(v.max() - top, 1e-6)
     scale = min(width * (1 - 2 * margin) / span_u, height * (ground - margin) / span_v)
     offset_x = width / 2 - scale * (u.min() + u.max()) / 2
     offset_y = height * ground - scale * v.max()

@@ -30,10 +30,12 @@ from .models.pose_guider import build_pose_guider
 from .models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
 from .weights import (
     InferenceConfig,
+    default_model,
     load_checked,
     load_state_dict,
     locate_weights,
     read_inference_config,
+    read_model_card,
     read_unet_config,
 )
 
@@ -139,6 +141,8 @@ class SpriteSheetPipeline:
         install_reference_attention(reference_unet, denoising_unet, self._bank)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        # What the weights folder says of itself (`spritediff.json`): name, native size, recommended settings.
+        self.model_card: dict[str, Any] = {}
 
     def _models(self) -> list[torch.nn.Module]:
         return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
@@ -147,13 +151,14 @@ class SpriteSheetPipeline:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        path: str | Path | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> "SpriteSheetPipeline":
         """Load a Moore-AnimateAnyone `pretrained_weights/` folder (or one with Sprite Sheet Diffusion's
-        fine-tunes). Nothing is downloaded; every checkpoint key must land."""
-        layout = locate_weights(path)
+        fine-tunes, or one `spritediff train` wrote); without a path, the bundled spritediff-mini.
+        Nothing is downloaded; every checkpoint key must land."""
+        layout = locate_weights(default_model() if path is None else path)
         inference = read_inference_config(layout.inference_config)
         unet_config = read_unet_config(layout.unet_config)
 
@@ -183,7 +188,15 @@ class SpriteSheetPipeline:
         except (OSError, ValueError) as error:
             raise WeightsNotFoundError(f"{layout.image_encoder}: cannot load the CLIP image encoder ({error})") from error
         scheduler = make_scheduler(inference)
-        return cls(vae, image_encoder, reference_unet, denoising_unet, pose_guider, scheduler, device, dtype)
+        pipe = cls(vae, image_encoder, reference_unet, denoising_unet, pose_guider, scheduler, device, dtype)
+        pipe.model_card = read_model_card(layout.root)
+        return pipe
+
+    @property
+    def native_size(self) -> tuple[int, int] | None:
+        """(width, height) the model was trained at, where its folder says so (None for Moore's weights)."""
+        size = self.model_card.get("native_size")
+        return (int(size[0]), int(size[1])) if size else None
 
     # ---------------------------------------------------------------- stages
     @torch.inference_mode()

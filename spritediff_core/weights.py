@@ -22,6 +22,10 @@ UNET_CONFIG = Path("stable-diffusion-v1-5") / "unet" / "config.json"
 VAE_DIR = "sd-vae-ft-mse"
 IMAGE_ENCODER_DIR = "image_encoder"
 INFERENCE_CONFIG = "inference_v2.yaml"
+# spritediff's own addition to the layout: what a model is (name, native size, recommended settings).
+MODEL_CARD = "spritediff.json"
+# The model every installation carries (the repository, the Python package, the extension zip).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "spritediff-mini"
 
 # What each checkpoint is, for error messages that tell a user what they are missing.
 COMPONENTS = {
@@ -140,6 +144,30 @@ def locate_weights(root: str | Path) -> WeightsLayout:
         image_encoder=_require(root, IMAGE_ENCODER_DIR, is_dir=True),
         inference_config=inference if inference.is_file() else None,
     )
+
+
+def default_model() -> Path:
+    """The bundled spritediff-mini weights folder."""
+    if not (DEFAULT_MODEL / UNET_CONFIG).is_file():
+        raise WeightsNotFoundError(
+            f"the bundled spritediff-mini model is missing from this installation ({DEFAULT_MODEL}); "
+            "remake it with `python3 build.py train-mini`, or pass a weights folder"
+        )
+    return DEFAULT_MODEL
+
+
+def read_model_card(root: str | Path) -> dict[str, Any]:
+    """The folder's `spritediff.json` (empty for weights made elsewhere, such as Moore's)."""
+    path = Path(root) / MODEL_CARD
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UnsupportedConfigError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(card, dict):
+        raise UnsupportedConfigError(f"{path}: expected a JSON object")
+    return card
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

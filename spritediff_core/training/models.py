@@ -31,10 +31,9 @@ from ..errors import WeightsNotFoundError
 from ..models.denoising_unet import build_denoising_unet, load_denoising_unet_weights
 from ..models.pose_guider import build_pose_guider
 from ..pipeline import REFERENCE_HEAD
-from ..weights import (IMAGE_ENCODER_DIR, INFERENCE_CONFIG, UNET_CONFIG, VAE_DIR, InferenceConfig, load_checked,
-                       load_state_dict, locate_weights, read_inference_config, read_unet_config)
-
-MODEL_CARD = "spritediff.json"
+from ..weights import (IMAGE_ENCODER_DIR, INFERENCE_CONFIG, MODEL_CARD, UNET_CONFIG, VAE_DIR, InferenceConfig,
+                       load_checked, load_state_dict, locate_weights, read_inference_config, read_model_card,
+                       read_unet_config)
 
 
 @dataclass
@@ -107,8 +106,7 @@ def load_parts(path: str | Path) -> ModelParts:
                                                                       dtype=torch.float32)
     except (OSError, ValueError) as error:
         raise WeightsNotFoundError(f"{layout.root}: cannot load the VAE or image encoder ({error})") from error
-    card_path = layout.root / MODEL_CARD
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = read_model_card(layout.root)
     parts = ModelParts(unet_config, inference, vae, image_encoder, reference_unet, spatial_unet, pose_guider,
                        motion_state, card)
     for module in (parts.vae, parts.image_encoder, parts.reference_unet, parts.spatial_unet, parts.pose_guider):

@@ -42,7 +42,7 @@ from ..models.denoising_unet import pose_conditioning
 from ..models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
 from ..pipeline import clip_pixel_values
 from .data import PoseBatch, TrainingSet
-from .models import MODEL_CARD, ModelParts, load_parts, save_parts
+from .models import ModelParts, load_parts, save_parts
 from .objective import min_snr_loss, noisy_latents, training_scheduler
 
 STAGES = (0, 1, 2)
@@ -275,7 +275,7 @@ class Trainer:
             return torch.zeros((pixels.shape[0], self.parts.image_encoder.config.projection_dim), device=self.device)
         return self.parts.image_encoder(pixels.to(self.device)).image_embeds
 
-    def loss_pose_stage(self, generator: torch.Generator) -> torch.Tensor:
+    def loss_pose_stage(self, generator: torch.Generator, backward: bool = True) -> torch.Tensor:
         stage2 = self.settings.stage == 2
         batch = self.data.pose_batch(self.settings.batch_size, generator,
                                      frames=self.settings.frames if stage2 else None)
@@ -307,7 +307,8 @@ class Trainer:
             with self.bank.unet_call(1 if drop else 0, 1), pose_conditioning(unet, features):
                 prediction = unet(noisy, timesteps, encoder_hidden_states=embeds, return_dict=False)[0]
             loss = min_snr_loss(self.scheduler, prediction, target, timesteps)
-            self._backward(loss)  # inside the bank's context: checkpointed layers re-read the reference
+            if backward:  # inside the bank's context: checkpointed layers re-read the reference
+                self._backward(loss)
         return loss
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -315,6 +316,14 @@ class Trainer:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
+
+    def fixed_loss(self, seed: int = 1234) -> float:
+        """The stage's loss on one fixed batch, noise and timesteps (no update): comparable across steps."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad(), self._autocast():
+            if self.settings.stage == 0:
+                return float(self.loss_stage0(generator))
+            return float(self.loss_pose_stage(generator, backward=False))
 
     def train_step(self) -> float:
         generator = self._generator(self.step)

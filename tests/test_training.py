@@ -1,0 +1,161 @@
+"""Training: the objective learns, a resumed run continues exactly, every stage writes a weights folder the
+pipeline loads, stage 2 changes only the motion modules, and the file formats round-trip (tiny models,
+32 px, a handful of steps: no real training here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training_data import write_tiny_dataset
+
+from spritediff_core.errors import InvalidInputError
+from spritediff_core.models.denoising_unet import convert_motion_module_key
+from spritediff_core.poses import PoseFrame
+from spritediff_core.training.data import mirrored
+from spritediff_core.training.mini import new_mini_parts
+from spritediff_core.training.models import load_parts, moore_motion_key, save_parts
+from spritediff_core.training.trainer import Trainer, TrainSettings
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "set", size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def mini_folder(tmp_path_factory) -> Path:
+    """A freshly initialised spritediff-mini weights folder whose VAE posterior is nearly deterministic, as
+    after stage 0 (a random VAE's latents are mostly its own noise: nothing to learn from)."""
+    parts = new_mini_parts(seed=0)
+    with torch.no_grad():
+        parts.vae.quant_conv.bias[4:] = -20.0  # log-variance channels
+    return save_parts(parts, tmp_path_factory.mktemp("mini") / "model")
+
+
+def settings(data: Path, out: Path, **changes) -> TrainSettings:
+    values = dict(stage=1, data=str(data), out=str(out), steps=2, batch_size=2, resolution=SIZE,
+                  learning_rate=1e-3, checkpoint_every=100, sample_every=100, seed=3, threads=2)
+    values.update(changes)
+    return TrainSettings(**values)
+
+
+def test_stage_one_overfits_one_sample(mini_folder, tmp_path):
+    one = write_tiny_dataset(tmp_path / "one", characters=1, clips=1, frames=1, size=SIZE)
+    trainer = Trainer(settings(one, tmp_path / "run", init=str(mini_folder), steps=60, batch_size=4,
+                               learning_rate=1e-3, train_image_encoder=True))
+    before = np.mean([trainer.fixed_loss(seed) for seed in range(4)])
+    for _ in range(60):
+        trainer.train_step()
+    after = np.mean([trainer.fixed_loss(seed) for seed in range(4)])
+    assert after < 0.5 * before, (before, after)
+
+
+def test_stage_zero_vae_learns_and_measures_its_scale(data, tmp_path):
+    trainer = Trainer(settings(data, tmp_path / "run", stage=0, config="mini", learning_rate=2e-3, batch_size=4))
+    before = trainer.fixed_loss()
+    for _ in range(15):
+        trainer.train_step()
+    assert trainer.fixed_loss() < 0.7 * before
+    scale = trainer.measure_latent_scale(images=16)
+    assert trainer.parts.vae.config.scaling_factor == pytest.approx(scale) and scale > 0
+
+
+def test_resume_continues_exactly(data, mini_folder, tmp_path):
+    straight = Trainer(settings(data, tmp_path / "straight", init=str(mini_folder), steps=4, checkpoint_every=2))
+    straight.run(progress=False)
+    first = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=2, checkpoint_every=2))
+    first.run(progress=False)
+    resumed = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=4, checkpoint_every=2))
+    assert resumed.step == 2
+    resumed.run(progress=False)
+    for name in ("denoising_unet", "reference_unet", "pose_guider"):
+        a = load_file(str(tmp_path / "straight" / "model" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "resumed" / "model" / f"{name}.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    straight_losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert losses == straight_losses
+
+
+def test_every_stage_writes_a_folder_the_pipeline_loads_and_runs(data, tmp_path):
+    from PIL import Image
+
+    from spritediff_core import SpriteSheetPipeline
+
+    Trainer(settings(data, tmp_path / "s0", stage=0, config="mini", steps=1, batch_size=2)).run(progress=False)
+    Trainer(settings(data, tmp_path / "s1", init=str(tmp_path / "s0" / "model"), steps=1)).run(progress=False)
+    Trainer(settings(data, tmp_path / "s2", stage=2, init=str(tmp_path / "s1" / "model"), steps=1,
+                     frames=3, batch_size=2)).run(progress=False)
+    for stage in ("s0", "s1", "s2"):
+        assert (tmp_path / stage / "samples" / "step_000001.png").is_file()
+    pipe = SpriteSheetPipeline.from_pretrained(tmp_path / "s2" / "model", device="cpu")
+    assert pipe.native_size == (64, 64)
+    character = data / "char_0000"
+    reference = Image.open(character / "reference" / "side.png")
+    poses = [Image.open(p) for p in sorted((character / "clips" / "000_walk_side").glob("pose_*.png"))]
+    frames = pipe(reference, poses, width=SIZE, height=SIZE, num_inference_steps=2, seed=0, output_type="np")
+    assert frames.shape == (3, SIZE, SIZE, 3) and np.isfinite(frames).all()
+
+
+def test_stage_two_trains_only_the_motion_modules(data, mini_folder, tmp_path):
+    Trainer(settings(data, tmp_path / "s2", stage=2, init=str(mini_folder), steps=2, frames=3,
+                     learning_rate=1e-2)).run(progress=False)
+    before, after = load_parts(mini_folder), load_parts(tmp_path / "s2" / "model")
+    for name in ("spatial_unet", "reference_unet", "pose_guider", "image_encoder", "vae"):
+        a, b = getattr(before, name).state_dict(), getattr(after, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    changed = [k for k in before.motion_state if not torch.equal(before.motion_state[k], after.motion_state[k])]
+    assert changed
+
+
+def test_motion_module_files_use_moore_key_names(mini_folder):
+    moore = Path(__file__).parent / "fixtures" / "moore-tiny" / "pretrained_weights" / "motion_module.pth"
+    for key in torch.load(moore, weights_only=True):
+        if not key.endswith("pos_encoder.pe"):
+            assert moore_motion_key(convert_motion_module_key(key)) == key
+    written = load_file(str(mini_folder / "motion_module.safetensors"))
+    assert all(".temporal_transformer." in key for key in written)
+
+
+def test_fresh_motion_modules_change_nothing(mini_folder):
+    """AnimateDiff's zero-initialised output projections: before stage 2, the motion UNet is its spatial part."""
+    parts = load_parts(mini_folder)
+    unet = parts.motion_unet().eval()
+    latents = torch.randn(1, 4, 3, 8, 8)
+    embeds = torch.randn(3, 1, 128)
+    with torch.no_grad():
+        motion = unet(latents, 10, encoder_hidden_states=embeds).sample
+        spatial = parts.spatial_unet.eval()(latents[0].transpose(0, 1), 10, encoder_hidden_states=embeds).sample
+    assert torch.allclose(motion[0].transpose(0, 1), spatial, atol=1e-5)
+
+
+def test_mirrored_pose_swaps_left_and_right():
+    body = np.zeros((18, 3))
+    body[:, 2] = 1
+    body[5] = [10, 20, 1]  # left shoulder
+    body[2] = [30, 20, 1]  # right shoulder
+    flipped = mirrored(PoseFrame(body, 64, 64))
+    assert tuple(flipped.body[2]) == (54, 20, 1)  # the old left shoulder, mirrored, is now the right one
+    assert tuple(flipped.body[5]) == (34, 20, 1)
+
+
+def test_bad_settings_fail_before_any_work(data, tmp_path):
+    with pytest.raises(InvalidInputError, match="--stage 0"):
+        settings(data, tmp_path, config="mini")
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        settings(data, tmp_path)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidInputError, match="not a training run"):
+        Trainer(settings(data, tmp_path / "busy", stage=0, config="mini"))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        Trainer(settings(tmp_path / "nothing", tmp_path / "run", stage=0, config="mini"))
