@@ -354,7 +354,7 @@ class Trainer:
         bar = tqdm(total=settings.steps, initial=self.step, desc=f"stage {settings.stage}", unit="step",
                    disable=None if progress is None else not progress)
         started = time.perf_counter()
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as log:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8", buffering=1) as log:  # line by line: watchable
             while self.step < settings.steps:
                 loss = self.train_step()
                 log.write(json.dumps({"step": self.step, "loss": round(loss, 6),
