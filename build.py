@@ -5,6 +5,7 @@
     python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
     python3 build.py extension            build dist/spritediff-<version>.zip (validated by Blender's tool)
     python3 build.py bench [--quick]      speed and memory benchmarks, results under out/bench/
+    python3 build.py train-mini [--install]  remake spritediff-mini from nothing (data, training, evaluation)
 
 Setting up means: create `.venv` (or refresh it when requirements.txt changed), install the pinned
 requirements in one pip command (bpy needs numpy<2, see requirements.txt), install spritediff itself
@@ -203,7 +204,61 @@ def command_bench(args: list[str]) -> int:
     return subprocess.run([str(python), "-m", "benchmarks.bench", *args], cwd=ROOT).returncode
 
 
-COMMANDS = {"test": command_test, "demo": command_demo, "extension": command_extension, "bench": command_bench}
+MINI_OUT = ROOT / "out" / "mini"
+BUNDLED_MINI = ROOT / "spritediff_core" / "pretrained" / "spritediff-mini"
+# spritediff-mini's recipe: data, the three stages, evaluation on characters never seen in training.
+MINI_TRAIN_CHARACTERS, MINI_HELDOUT_CHARACTERS = 500, 24
+MINI_STAGES = {
+    0: ["--config", "mini", "--steps", "500", "--batch-size", "16", "--lr", "5e-4", "--warmup-steps", "50"],
+    1: ["--steps", "3000", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "100", "--train-image-encoder"],
+    2: ["--steps", "400", "--batch-size", "2", "--frames", "8", "--lr", "1e-4", "--warmup-steps", "20"],
+}
+
+
+def command_train_mini(args: list[str]) -> int:
+    """Remake spritediff-mini from nothing under out/mini/: render the data in Blender, train stages 0-2,
+    evaluate on held-out characters, write an fp16 copy (out/mini/spritediff-mini). Every step resumes
+    where it stopped, so running it again after an interruption continues. --install then replaces the
+    bundled model (spritediff_core/pretrained/spritediff-mini) with the new one."""
+    python = ensure_venv()
+    out = MINI_OUT
+    env = blender_environment()
+    data, heldout, runs = out / "data" / "train", out / "data" / "heldout", out / "runs"
+    dataset = [str(python), "-m", "blender_addon", "dataset", "--size", "128"]
+    spritediff = [str(python), "-m", "spritediff_core"]
+    steps = [
+        ("training data", dataset + ["--characters", str(MINI_TRAIN_CHARACTERS), "--seed", "1", "--out", str(data)]),
+        ("held-out data", dataset + ["--characters", str(MINI_HELDOUT_CHARACTERS), "--seed", "2", "--out", str(heldout)]),
+    ]
+    previous = None
+    for stage, options in MINI_STAGES.items():
+        start = ["--init", str(runs / f"stage{previous}" / "model")] if previous is not None else []
+        steps.append((f"stage {stage}", spritediff + ["train", "--stage", str(stage), "--data", str(data), "--out",
+                                                      str(runs / f"stage{stage}"), *start, *options]))
+        previous = stage
+    final = runs / f"stage{previous}" / "model"
+    for view in ("side", "front"):
+        steps.append((f"evaluation, {view} references", spritediff + [
+            "evaluate", "--model", str(final), "--data", str(heldout), "--reference-view", view, "--views", "side",
+            "--out", str(out / "evaluation" / view)]))
+    shipped = out / "spritediff-mini"
+    if shipped.exists():
+        shutil.rmtree(shipped)
+    steps.append(("fp16 copy", spritediff + ["convert", str(final), str(shipped), "--dtype", "fp16"]))
+    for label, command in steps:
+        log(f"train-mini: {label}")
+        run(command, cwd=ROOT, env=env)
+    if "--install" in args:
+        if BUNDLED_MINI.exists():
+            shutil.rmtree(BUNDLED_MINI)
+        shutil.copytree(shipped, BUNDLED_MINI)
+        log(f"installed {BUNDLED_MINI.relative_to(ROOT)}")
+    log(f"spritediff-mini: {shipped.relative_to(ROOT)}; evaluation: {(out / 'evaluation').relative_to(ROOT)}/")
+    return 0
+
+
+COMMANDS = {"test": command_test, "demo": command_demo, "extension": command_extension, "bench": command_bench,
+            "train-mini": command_train_mini}
 
 
 def main(argv: list[str]) -> int:

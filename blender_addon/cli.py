@@ -53,9 +53,7 @@ def command_poses(args: argparse.Namespace) -> None:
 def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
     from .generation import GenerateOptions
 
-    model = args.model or os.environ.get("SPRITEDIFF_MODEL_DIR")
-    if not model:
-        raise SpriteDiffError("no weights folder: pass --model DIR or set SPRITEDIFF_MODEL_DIR")
+    model = args.model or os.environ.get("SPRITEDIFF_MODEL_DIR") or ""  # "": the bundled spritediff-mini
     return GenerateOptions(
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
         bone_map=args.bone_map, frames=args.frames, frame_range=args.range, loop=args.loop,
@@ -184,7 +182,7 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     gen = commands.add_parser("generate", help="generate sprites for an Action (frames, atlas, .blend data)")
     add_scene_arguments(gen)
-    gen.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR)")
+    gen.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
     gen.add_argument("--reference", required=True, help="the character picture")
     gen.add_argument("--steps", type=int, default=25)
     gen.add_argument("--guidance", type=float, default=3.5)
@@ -203,7 +201,7 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     group.add_argument("--decode-chunk", type=int, default=4)
     group.add_argument("--cpu-offload", action="store_true")
     group.add_argument("--vae-tiling", action="store_true")
-    gen.set_defaults(run=command_generate, width=512, height=512)
+    gen.set_defaults(run=command_generate, width=0, height=0)  # 0: the model's native size
 
     batch = commands.add_parser("batch", help="run a TOML job file: characters x actions")
     batch.add_argument("job", help="job file (see README)")
@@ -224,8 +222,9 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     demo = commands.add_parser("demo", help="build the demo scene, draw the presets' poses, generate frames")
     demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the tiny test model)")
-    demo.add_argument("--size", type=int, default=None, help="generation size (default 512, 64 for the tiny model)")
+    demo.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
+    demo.add_argument("--size", type=int, default=None,
+                      help="generation size (default: the model's native size, 64 for spritediff-mini; else 512)")
     demo.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 3 for the tiny model)")
     demo.add_argument("--reference", help="character picture (default: rigs/demo_character.png)")
     demo.set_defaults(run=command_demo)

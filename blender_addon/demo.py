@@ -27,13 +27,21 @@ TINY_MODEL = REPOSITORY / "tests" / "fixtures" / "moore-tiny" / "pretrained_weig
 DEMO_REFERENCE = rig.rigs_directory() / "demo_character.png"
 
 
+def bundled_or_tiny_model() -> Path:
+    """The bundled spritediff-mini; the untrained test model only where a checkout lacks it (it is
+    being remade with `python3 build.py train-mini`)."""
+    bundled = load("weights").DEFAULT_MODEL
+    return bundled if bundled.is_dir() else TINY_MODEL
+
+
 def run_demo(out: Path, model: str | None = None, size: int | None = None, steps: int | None = None,
              reference: str | None = None) -> dict:
     started = time.perf_counter()
     drawing, sheets = load("drawing"), load("sheets")
-    model_dir = Path(model or os.environ.get("SPRITEDIFF_MODEL_DIR") or TINY_MODEL)
+    weights = load("weights")
+    model_dir = Path(model or os.environ.get("SPRITEDIFF_MODEL_DIR") or bundled_or_tiny_model())
     tiny = model_dir.resolve() == TINY_MODEL.resolve()
-    size = size or (64 if tiny else 512)
+    size = size or (64 if tiny else weights.generation_size(model_dir, None, None)[0])
     steps = steps or (3 if tiny else 25)
     reference = Path(reference or DEMO_REFERENCE)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +74,8 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
     sheets.contact_sheet(frame_rows).save(out / "sprites_contact_sheet.png")
     bpy.ops.wm.save_as_mainfile(filepath=str((out / "demo.blend").resolve()))
 
-    summary = {"model": str(model_dir), "untrained_test_model": tiny, "reference": str(reference), "size": size,
+    summary = {"model": str(model_dir), "model_name": load("weights").read_model_card(model_dir).get("name"),
+               "untrained_test_model": tiny, "reference": str(reference), "size": size,
                "steps": steps, "animations": rows, "seconds": round(time.perf_counter() - started, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"spritediff demo: {len(rows)} animations, {sum(r['frames'] for r in rows)} frames at {size}x{size}, "
@@ -75,8 +84,8 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
         print(f"  {row['animation']:<7} {row['frames']} frames, {row['fps']} fps, "
               f"{'cycle' if row['loop'] else 'one-shot'}, {row['seconds']} s: {row['atlas']}, {row['preview']}")
     if tiny:
-        print("  NOTE: no weights given (--model DIR or SPRITEDIFF_MODEL_DIR), so this used the tiny, untrained "
-              "test model: its frames are noise. The poses, atlases and the .blend are real.")
+        print("  NOTE: this checkout has no spritediff-mini (python3 build.py train-mini --install) and no weights "
+              "were given, so this used the tiny, untrained test model: its frames are noise.")
     print(f"  outputs in {out}/: poses_contact_sheet.png, sprites_contact_sheet.png, poses/, sprites/, "
           "demo.blend, summary.json")
     return summary

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from .core import SpriteDiffError, files, load
 class GenerateOptions:
     """Everything one Generate Sprites run needs, as plain values (from the panel or the command line)."""
 
-    model: str
+    model: str  # a weights folder; "" for the bundled spritediff-mini
     output_dir: str
     armature: str | None = None
     action: str | None = None
@@ -42,8 +42,8 @@ class GenerateOptions:
     frame_with: tuple[str, ...] = ()  # other Actions of the character sharing one framing (steady scale)
     reference_path: str | None = None
     reference_image: str | None = None  # name of a Blender image
-    width: int = 512
-    height: int = 512
+    width: int = 0  # 0: the model's native size (spritediff-mini: 64), else 512
+    height: int = 0
     steps: int = 25
     guidance: float = 3.5
     seed: int = 1234
@@ -108,11 +108,12 @@ def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
 
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
+    weights = load("weights")
+    model = weights.resolve_model(bpy.path.abspath(options.model) if str(options.model).strip() else None)
+    weights.locate_weights(model)  # a missing folder or file is reported now, not after a wait
+    width, height = weights.generation_size(model, options.width, options.height)
+    options = replace(options, model=str(model), width=width, height=height)
     sequence = read_sequence(scene, options)
-    model = Path(bpy.path.abspath(options.model)) if options.model else None
-    if model is None or not str(options.model).strip():
-        raise SpriteDiffError("no weights folder set: choose the pretrained_weights folder in the preferences")
-    load("weights").locate_weights(model)  # a missing folder or file is reported now, not after a wait
     for name, value in (("width", options.width), ("height", options.height)):
         if value <= 0 or value % 8:
             raise SpriteDiffError(f"{name} must be a positive multiple of 8, got {value}")

@@ -17,7 +17,8 @@ class SpriteDiffPreferences(bpy.types.AddonPreferences):
 
     weights_dir: StringProperty(
         name="Weights folder", subtype="DIR_PATH",
-        description="Moore-AnimateAnyone pretrained_weights folder (or one with Sprite Sheet Diffusion's fine-tunes)",
+        description="Moore-AnimateAnyone pretrained_weights folder (or one with Sprite Sheet Diffusion's "
+                    "fine-tunes, or one spritediff train wrote); empty: the bundled spritediff-mini",
     )
     device: EnumProperty(
         name="Device", default="AUTO",

@@ -66,8 +66,10 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
     camera_background: BoolProperty(name="Show behind camera", default=False,
                                     description="Show the reference as the camera background to line up the rig",
                                     update=_update_camera_background)
-    width: IntProperty(name="Width", default=512, min=64, max=2048, step=8)
-    height: IntProperty(name="Height", default=512, min=64, max=2048, step=8)
+    width: IntProperty(name="Width", default=0, min=0, max=2048, step=8,
+                       description="0: the model's native size (spritediff-mini: 64), else 512")
+    height: IntProperty(name="Height", default=0, min=0, max=2048, step=8,
+                        description="0: the model's native size (spritediff-mini: 64), else 512")
     steps: IntProperty(name="Steps", default=25, min=1, max=200)
     guidance: FloatProperty(name="Guidance", default=3.5, min=1.0, max=20.0)
     seed: IntProperty(name="Seed", default=1234, min=0)

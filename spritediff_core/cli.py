@@ -1,6 +1,6 @@
 """The `spritediff` command line.
 
-    spritediff generate --model DIR --reference ref.png --poses DIR_OR_GLOB --out DIR [options]
+    spritediff generate [--model DIR] --reference ref.png --poses DIR_OR_GLOB --out DIR [options]
     spritediff pack FRAMES_DIR... --out DIR [--format texturepacker-hash|texturepacker-array|aseprite|godot]
     spritediff draw-poses POSES.json --out DIR [--width --height --stroke-scale auto|N]
     spritediff convert SRC DST [--dtype fp16]
@@ -45,13 +45,16 @@ def generate(args: argparse.Namespace) -> Path:
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
     from .pipeline import SpriteSheetPipeline
+    from .weights import generation_size, resolve_model
 
     reference = open_image(Path(args.reference), "reference image")
     pose_paths = find_pose_images(args.poses)
     poses = [open_image(path, "pose image") for path in pose_paths]
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
 
-    pipe = SpriteSheetPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    model = resolve_model(args.model)
+    args.width, args.height = generation_size(model, args.width, args.height)
+    pipe = SpriteSheetPipeline.from_pretrained(model, device=args.device, dtype=args.dtype)
     options = runtime_options(args)
     apply_model_switches(pipe, args)
     started = time.perf_counter()
@@ -62,7 +65,7 @@ def generate(args: argparse.Namespace) -> Path:
     )
     seconds = time.perf_counter() - started
     names = save_frames(frames, args.out, {
-        "model": str(Path(args.model).resolve()),
+        "model": str(model.resolve()),
         "reference": str(Path(args.reference).resolve()),
         "poses": [str(path.resolve()) for path in pose_paths],
         "width": args.width,
@@ -231,12 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="generate one frame per pose image")
-    gen.add_argument("--model", required=True, help="a Moore-AnimateAnyone pretrained_weights/ folder")
+    gen.add_argument("--model", default=None,
+                     help="a Moore-AnimateAnyone pretrained_weights/ folder (default: the bundled spritediff-mini)")
     gen.add_argument("--reference", required=True, help="the character picture (RGBA is composited onto black)")
     gen.add_argument("--poses", required=True, help="a folder of pose images, or a glob such as 'poses/*.png'")
     gen.add_argument("--out", required=True, help="output folder for frame_NNNN.png and generation.json")
-    gen.add_argument("--width", type=_positive_multiple_of_8, default=512)
-    gen.add_argument("--height", type=_positive_multiple_of_8, default=512)
+    gen.add_argument("--width", type=_positive_multiple_of_8, default=None,
+                     help="default: the model's native size (spritediff-mini: 64), else 512")
+    gen.add_argument("--height", type=_positive_multiple_of_8, default=None)
     gen.add_argument("--steps", type=int, default=25)
     gen.add_argument("--guidance", type=float, default=3.5)
     gen.add_argument("--seed", type=int, default=None, help="default: a random seed, recorded in generation.json")

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from .errors import InvalidInputError
 from .files import staged_directory
-from .weights import IMAGE_ENCODER_DIR, UNET_CONFIG, VAE_DIR, load_state_dict, locate_weights
+from .weights import IMAGE_ENCODER_DIR, MODEL_CARD, UNET_CONFIG, VAE_DIR, load_state_dict, locate_weights
 
 # Within the diffusers/transformers folders: pickled weight files and the safetensors name each library reads.
 LIBRARY_WEIGHTS = {
@@ -46,6 +46,8 @@ def convert_weights(source: str | Path, destination: str | Path, dtype: torch.dt
         shutil.copy2(layout.unet_config, staging / UNET_CONFIG)
         if layout.inference_config is not None:
             shutil.copy2(layout.inference_config, staging / layout.inference_config.name)
+        if (layout.root / MODEL_CARD).is_file():
+            shutil.copy2(layout.root / MODEL_CARD, staging / MODEL_CARD)
         for folder, (pickled, safe) in LIBRARY_WEIGHTS.items():
             source_dir, target_dir = layout.root / folder, staging / folder
             target_dir.mkdir()

@@ -156,6 +156,19 @@ def default_model() -> Path:
     return DEFAULT_MODEL
 
 
+def resolve_model(path: str | Path | None) -> Path:
+    """The weights folder to use: the one given, else the bundled spritediff-mini."""
+    if path is None or not str(path).strip():
+        return default_model()
+    return Path(path).expanduser()
+
+
+def generation_size(model: str | Path | None, width: int | None, height: int | None) -> tuple[int, int]:
+    """Width and height to generate at: as given, else the model's native size, else SD1.5's 512."""
+    native = read_model_card(resolve_model(model)).get("native_size") or (512, 512)
+    return int(width or native[0]), int(height or native[1])
+
+
 def read_model_card(root: str | Path) -> dict[str, Any]:
     """The folder's `spritediff.json` (empty for weights made elsewhere, such as Moore's)."""
     path = Path(root) / MODEL_CARD

@@ -36,7 +36,7 @@ def mini_folder(tmp_path_factory) -> Path:
     after stage 0 (a random VAE's latents are mostly its own noise: nothing to learn from)."""
     parts = new_mini_parts(seed=0)
     with torch.no_grad():
-        parts.vae.quant_conv.bias[4:] = -20.0  # log-variance channels
+        parts.vae.quant_conv.bias[parts.vae.config.latent_channels:] = -20.0  # log-variance channels
     return save_parts(parts, tmp_path_factory.mktemp("mini") / "model")
 
 
@@ -130,7 +130,7 @@ def test_fresh_motion_modules_change_nothing(mini_folder):
     """AnimateDiff's zero-initialised output projections: before stage 2, the motion UNet is its spatial part."""
     parts = load_parts(mini_folder)
     unet = parts.motion_unet().eval()
-    latents = torch.randn(1, 4, 3, 8, 8)
+    latents = torch.randn(1, parts.unet_config["in_channels"], 3, 8, 8)
     embeds = torch.randn(3, 1, 128)
     with torch.no_grad():
         motion = unet(latents, 10, encoder_hidden_states=embeds).sample

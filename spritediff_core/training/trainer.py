@@ -362,15 +362,16 @@ class Trainer:
                                       "seconds": round(time.perf_counter() - started, 2)}) + "\n")
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                done = self.step == settings.steps
-                if self.step % settings.checkpoint_every == 0 or done:
-                    if done and settings.stage == 0:
-                        self.measure_latent_scale()
-                    log.flush()
+                if self.step % settings.checkpoint_every == 0 and self.step < settings.steps:
                     self.save_checkpoint()
-                if self.step % settings.sample_every == 0 or done:
+                if self.step % settings.sample_every == 0 and self.step < settings.steps:
                     self.write_samples()
         bar.close()
+        # Finishing is idempotent, so a run resumed after its last step still ends complete.
+        if settings.stage == 0:
+            self.measure_latent_scale()
+        self.save_checkpoint()
+        self.write_samples()
         return self.out / MODEL_DIR
 
     @torch.no_grad()
