@@ -209,7 +209,7 @@ BUNDLED_MINI = ROOT / "spritediff_core" / "pretrained" / "spritediff-mini"
 # spritediff-mini's recipe: data, the three stages, evaluation on characters never seen in training.
 MINI_TRAIN_CHARACTERS, MINI_HELDOUT_CHARACTERS = 500, 24
 MINI_STAGES = {
-    0: ["--config", "mini", "--steps", "500", "--batch-size", "16", "--lr", "5e-4", "--warmup-steps", "50"],
+    0: ["--config", "mini", "--steps", "2500", "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "50"],
     1: ["--steps", "3000", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "100", "--train-image-encoder"],
     2: ["--steps", "400", "--batch-size", "2", "--frames", "8", "--lr", "1e-4", "--warmup-steps", "20"],
 }

@@ -106,6 +106,23 @@ def _uniform(generator: torch.Generator) -> float:
     return float(torch.rand((), generator=generator))
 
 
+def _crop_on_character(image: np.ndarray, size: int, generator: torch.Generator) -> np.ndarray:
+    """A size x size window centred (as far as the borders allow) on a random non-black pixel. Sprites cover
+    a fifth of their frame: on whole frames a VAE learns the black background and grey shapes first and
+    needs thousands of CPU steps before colours come through; windows on the character carry the colour
+    signal at a quarter of the cost."""
+    height, width = image.shape[:2]
+    ys, xs = np.nonzero(image.max(axis=-1) > 8)
+    if len(ys):
+        pick = _choice(generator, len(ys))
+        cy, cx = int(ys[pick]), int(xs[pick])
+    else:
+        cy, cx = height // 2, width // 2
+    top = min(max(cy - size // 2, 0), height - size)
+    left = min(max(cx - size // 2, 0), width - size)
+    return image[top:top + size, left:left + size]
+
+
 @dataclass
 class ImageBatch:
     """Stage 0: pictures in [-1, 1], (B, 3, H, W)."""
@@ -143,7 +160,9 @@ class TrainingSet:
         frame = clip.frames[_choice(generator, len(clip.frames))]
         return frame, Image.fromarray(frame)
 
-    def image_batch(self, batch_size: int, generator: torch.Generator) -> ImageBatch:
+    def image_batch(self, batch_size: int, generator: torch.Generator, crop: int | None = None) -> ImageBatch:
+        """Pictures (20% reference views, else clip frames), half of them mirrored; with `crop`, a crop x crop
+        window around a random foreground pixel of each (see `_crop_on_character`)."""
         pictures = []
         for _ in range(batch_size):
             character = self.characters[_choice(generator, len(self.characters))]
@@ -153,7 +172,8 @@ class TrainingSet:
             else:
                 clip = character.clips[_choice(generator, len(character.clips))]
                 image = clip.frames[_choice(generator, len(clip.frames))]
-            pictures.append(image[:, ::-1] if _uniform(generator) < 0.5 else image)
+            image = image[:, ::-1] if _uniform(generator) < 0.5 else image
+            pictures.append(image if crop is None else _crop_on_character(image, crop, generator))
         return ImageBatch(to_tensor(np.stack(pictures)))
 
     def pose_batch(self, batch_size: int, generator: torch.Generator, frames: int | None = None) -> PoseBatch:
