@@ -97,6 +97,7 @@ def test_zip_holds_one_package_with_core_and_rigs(extension_zip):
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "spritediff_core/pipeline.py" in names and "rigs/presets/walk.json" in names
     assert not [n for n in names if n.endswith((".pyc", "demo.py"))]
+    assert "spritediff_core/pretrained/spritediff-mini/spritediff.json" in names  # the default model travels too
 
 
 def test_registered_ui(ext):
@@ -152,6 +153,17 @@ def test_generate_sprites_headless(scene, tmp_path):
     pixels = list(reloaded.pixels[:4000])
     assert any(value > 0 for value in pixels)
     assert json.loads(reloaded["spritediff"])["animation"] == "walk"
+
+
+@needs_torch
+def test_without_a_weights_folder_the_bundled_mini_runs_at_its_native_size(scene, prefs):
+    prefs.weights_dir = ""
+    scene.spritediff.width = scene.spritediff.height = 0  # the model's native size
+    assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    record = json.loads(bpy.data.images["walk_atlas"]["spritediff"])
+    assert record["settings"]["width"] == record["settings"]["height"] == 64
+    assert Path(record["settings"]["model"]).name == "spritediff-mini"
+    assert "denoising_unet.safetensors" in record["weights"]["files"]
 
 
 @needs_torch

@@ -11,6 +11,7 @@ from PIL import Image
 
 from spritediff_core import SpriteSheetPipeline
 from spritediff_core.cli import main
+from spritediff_core.dataset_images import keypoints_on_silhouette
 from spritediff_core.drawing import draw_pose
 from spritediff_core.matting import OutlineHint, matte_frame
 from spritediff_core.poses import PoseFrame
@@ -30,12 +31,9 @@ def standing_pose(shift: float = 0.0) -> PoseFrame:
 
 
 def on_silhouette(frame: Image.Image, pose: PoseFrame, reference: Image.Image) -> float:
-    """The share of body keypoints (eyes and ears aside) that land on the matted character, within 1 px."""
-    alpha = np.asarray(matte_frame(frame, OutlineHint.from_reference(reference)).getchannel("A")) > 127
-    grown = np.pad(alpha, 1)
-    grown = np.max([grown[dy:dy + SIZE, dx:dx + SIZE] for dy in range(3) for dx in range(3)], axis=0)
-    hits = [grown[int(y), int(x)] for x, y, c in pose.body[:14] if c > 0]
-    return float(np.mean(hits))
+    """The share of body keypoints that land on the matted character (within 1 px)."""
+    hits, checked = keypoints_on_silhouette(matte_frame(frame, OutlineHint.from_reference(reference)), pose, radius=1)
+    return hits / checked
 
 
 @pytest.fixture(scope="module")
