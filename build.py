@@ -5,7 +5,8 @@
     python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
     python3 build.py extension            build dist/spritediff-<version>.zip (validated by Blender's tool)
     python3 build.py bench [--quick]      speed and memory benchmarks, results under out/bench/
-    python3 build.py train-mini [--install]  remake spritediff-mini from nothing (data, training, evaluation)
+    python3 build.py train-mini [--install|--quick]  remake spritediff-mini from nothing (data, training,
+                                          evaluation); --quick: the same at toy sizes
 
 Setting up means: create `.venv` (or refresh it when requirements.txt changed), install the pinned
 requirements in one pip command (bpy needs numpy<2, see requirements.txt), install spritediff itself
@@ -204,34 +205,49 @@ def command_bench(args: list[str]) -> int:
     return subprocess.run([str(python), "-m", "benchmarks.bench", *args], cwd=ROOT).returncode
 
 
-MINI_OUT = ROOT / "out" / "mini"
 BUNDLED_MINI = ROOT / "spritediff_core" / "pretrained" / "spritediff-mini"
 # spritediff-mini's recipe: data, the three stages, evaluation on characters never seen in training.
-MINI_TRAIN_CHARACTERS, MINI_HELDOUT_CHARACTERS = 500, 24
-MINI_STAGES = {
-    0: ["--config", "mini", "--steps", "2500", "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "50"],
-    1: ["--steps", "3000", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "100", "--train-image-encoder"],
-    2: ["--steps", "400", "--batch-size", "2", "--frames", "8", "--lr", "1e-4", "--warmup-steps", "20"],
+MINI_RECIPE = {
+    "train_characters": 500, "heldout_characters": 24, "render_size": 128,
+    "stages": {
+        0: ["--config", "mini", "--steps", "2500", "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "50"],
+        1: ["--steps", "3500", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "100",
+            "--train-image-encoder"],
+        2: ["--steps", "400", "--batch-size", "2", "--frames", "8", "--lr", "1e-4", "--warmup-steps", "20"],
+    },
+    "evaluate": [],
+}
+# The same commands at toy sizes (minutes), to check the recipe end to end: --quick.
+QUICK_RECIPE = {
+    "train_characters": 3, "heldout_characters": 2, "render_size": 64,
+    "stages": {
+        0: ["--config", "mini", "--steps", "3", "--batch-size", "2"],
+        1: ["--steps", "3", "--batch-size", "2", "--train-image-encoder"],
+        2: ["--steps", "2", "--batch-size", "1", "--frames", "4"],
+    },
+    "evaluate": ["--max-clips", "2", "--steps", "2"],
 }
 
 
 def command_train_mini(args: list[str]) -> int:
     """Remake spritediff-mini from nothing under out/mini/: render the data in Blender, train stages 0-2,
-    evaluate on held-out characters, write an fp16 copy (out/mini/spritediff-mini). Every step resumes
-    where it stopped, so running it again after an interruption continues. --install then replaces the
-    bundled model (spritediff_core/pretrained/spritediff-mini) with the new one."""
+    evaluate on held-out characters (side and front references), write an fp16 copy
+    (out/mini/spritediff-mini). Every step resumes where it stopped, so running it again after an
+    interruption continues. --install then replaces the bundled model (spritediff_core/pretrained/
+    spritediff-mini) with the new one; --quick runs the same commands at toy sizes into out/mini-quick/."""
     python = ensure_venv()
-    out = MINI_OUT
-    env = blender_environment()
+    quick = "--quick" in args
+    recipe, out = (QUICK_RECIPE, ROOT / "out" / "mini-quick") if quick else (MINI_RECIPE, ROOT / "out" / "mini")
     data, heldout, runs = out / "data" / "train", out / "data" / "heldout", out / "runs"
-    dataset = [str(python), "-m", "blender_addon", "dataset", "--size", "128"]
+    dataset = [str(python), "-m", "blender_addon", "dataset", "--size", str(recipe["render_size"])]
     spritediff = [str(python), "-m", "spritediff_core"]
     steps = [
-        ("training data", dataset + ["--characters", str(MINI_TRAIN_CHARACTERS), "--seed", "1", "--out", str(data)]),
-        ("held-out data", dataset + ["--characters", str(MINI_HELDOUT_CHARACTERS), "--seed", "2", "--out", str(heldout)]),
+        ("training data", dataset + ["--characters", str(recipe["train_characters"]), "--seed", "1", "--out", str(data)]),
+        ("held-out data", dataset + ["--characters", str(recipe["heldout_characters"]), "--seed", "2",
+                                     "--out", str(heldout)]),
     ]
     previous = None
-    for stage, options in MINI_STAGES.items():
+    for stage, options in recipe["stages"].items():
         start = ["--init", str(runs / f"stage{previous}" / "model")] if previous is not None else []
         steps.append((f"stage {stage}", spritediff + ["train", "--stage", str(stage), "--data", str(data), "--out",
                                                       str(runs / f"stage{stage}"), *start, *options]))
@@ -240,15 +256,16 @@ def command_train_mini(args: list[str]) -> int:
     for view in ("side", "front"):
         steps.append((f"evaluation, {view} references", spritediff + [
             "evaluate", "--model", str(final), "--data", str(heldout), "--reference-view", view, "--views", "side",
-            "--out", str(out / "evaluation" / view)]))
+            "--out", str(out / "evaluation" / view), *recipe["evaluate"]]))
     shipped = out / "spritediff-mini"
-    if shipped.exists():
-        shutil.rmtree(shipped)
     steps.append(("fp16 copy", spritediff + ["convert", str(final), str(shipped), "--dtype", "fp16"]))
+    env = blender_environment()
     for label, command in steps:
         log(f"train-mini: {label}")
+        if label == "fp16 copy" and shipped.exists():
+            shutil.rmtree(shipped)  # our own earlier copy: convert writes only into a new folder
         run(command, cwd=ROOT, env=env)
-    if "--install" in args:
+    if "--install" in args and not quick:
         if BUNDLED_MINI.exists():
             shutil.rmtree(BUNDLED_MINI)
         shutil.copytree(shipped, BUNDLED_MINI)

@@ -159,3 +159,18 @@ def test_bad_settings_fail_before_any_work(data, tmp_path):
         Trainer(settings(data, tmp_path / "busy", stage=0, config="mini"))
     with pytest.raises(InvalidInputError, match="does not exist"):
         Trainer(settings(tmp_path / "nothing", tmp_path / "run", stage=0, config="mini"))
+
+
+def test_a_finished_stage_is_not_loaded_again(data, mini_folder, tmp_path, monkeypatch):
+    from spritediff_core.training import trainer as trainer_module
+
+    run = settings(data, tmp_path / "run", init=str(mini_folder), steps=1)
+    trainer_module.train(run, progress=False)
+
+    def must_not_run(*_args, **_kwargs):
+        raise AssertionError("a finished stage was loaded again")
+
+    monkeypatch.setattr(trainer_module, "Trainer", must_not_run)
+    assert trainer_module.train(run) == tmp_path / "run" / "model"
+    with pytest.raises(AssertionError, match="loaded again"):  # more steps asked: it resumes
+        trainer_module.train(settings(data, tmp_path / "run", init=str(mini_folder), steps=2))

@@ -41,6 +41,7 @@ from ..errors import InvalidInputError
 from ..models.denoising_unet import pose_conditioning
 from ..models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
 from ..pipeline import clip_pixel_values
+from ..weights import MODEL_CARD, read_model_card
 from .data import PoseBatch, TrainingSet
 from .models import ModelParts, load_parts, save_parts
 from .objective import min_snr_loss, noisy_latents, training_scheduler
@@ -50,6 +51,7 @@ CONFIGS = ("mini",)
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONDITIONING_DROPOUT = 0.1
 KL_WEIGHT = 1e-6
+POSTERIOR_LOG_VARIANCE = -12.0
 VAE_CROP = 32  # stage 0 trains on windows of this size around the character (see data._crop_on_character)
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
@@ -372,10 +374,22 @@ class Trainer:
         bar.close()
         # Finishing is idempotent, so a run resumed after its last step still ends complete.
         if settings.stage == 0:
+            self.narrow_posterior()
             self.measure_latent_scale()
         self.save_checkpoint()
         self.write_samples()
         return self.out / MODEL_DIR
+
+    @torch.no_grad()
+    def narrow_posterior(self) -> None:
+        """Stage 0 reconstructs from the posterior mean, so nothing but the KL term trains the log-variance
+        head, and the KL pulls the variance towards 1: left so, the latents stages 1 and 2 sample
+        (`latent_dist.sample()`, as the recipe) would be mostly noise. Fix the head to a constant, tiny
+        variance (std 0.0025): the posterior is its mean, as a trained KL-VAE's nearly is."""
+        head = self.parts.vae.quant_conv
+        channels = self.parts.vae.config.latent_channels
+        head.weight[channels:] = 0.0
+        head.bias[channels:] = POSTERIOR_LOG_VARIANCE
 
     @torch.no_grad()
     def measure_latent_scale(self, images: int = 256) -> float:
@@ -399,7 +413,19 @@ class Trainer:
         return path
 
 
+def finished_run(settings: TrainSettings) -> bool:
+    """The run in `settings.out` has reached `settings.steps` and finished (its model folder says so)."""
+    out = Path(settings.out)
+    if not (out / CHECKPOINT).is_file() or not (out / MODEL_DIR / MODEL_CARD).is_file():
+        return False
+    training = read_model_card(out / MODEL_DIR).get("training", {})
+    return training.get("stage") == settings.stage and training.get("step", 0) >= settings.steps
+
+
 def train(settings: TrainSettings, progress: bool | None = None) -> Path:
+    """Run (or resume) a stage; a stage that already finished is not loaded again."""
+    if finished_run(settings):
+        return Path(settings.out) / MODEL_DIR
     return Trainer(settings).run(progress)
 
 
