@@ -134,8 +134,6 @@ def generation_size(settings: EvaluationSettings, pipe, dataset) -> tuple[tuple[
     if settings.size is not None:
         return settings.size, "--width/--height"
     native = getattr(pipe, "native_size", None)
-    if callable(native):
-        native = native()
     if native:
         return (int(native[0]), int(native[1])), "the model's native size"
     return dataset.size, f"the dataset's size in {dataset.root / 'dataset.json'}"

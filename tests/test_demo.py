@@ -13,6 +13,7 @@ from PIL import Image
 from spritediff_core.dataset_images import keypoints_on_silhouette
 from spritediff_core.matting import OutlineHint, matte_frame
 from spritediff_core.poses import PoseSequence
+from spritediff_core.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).parent.parent
 
@@ -25,8 +26,13 @@ def test_demo_writes_poses_sprites_atlases_and_a_blend(tmp_path):
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model_name"] == "spritediff-mini" and summary["size"] == 64 and "untrained" not in result.stdout
-    assert summary["seconds"] < 300  # the README promises about 2 minutes on a 2-core CPU; slack for CI load
+    bundled = DEFAULT_MODEL.is_dir()
+    if bundled:
+        assert summary["model_name"] == "spritediff-mini" and summary["size"] == 64
+        assert "untrained" not in result.stdout
+        assert summary["seconds"] < 300  # the README promises about 2 minutes on a 2-core CPU; slack for CI load
+    else:  # a checkout without the bundled model says so and runs the untrained test model
+        assert "untrained" in result.stdout and "frames are noise" in result.stdout
     assert [row["animation"] for row in summary["animations"]] == ["idle", "walk", "run", "jump", "attack"]
     assert [row["frames"] for row in summary["animations"]] == [4, 8, 6, 4 + 2, 4]
     for row in summary["animations"]:
@@ -36,6 +42,8 @@ def test_demo_writes_poses_sprites_atlases_and_a_blend(tmp_path):
         assert len(atlas["frames"]) == row["frames"] and atlas["animations"][name]
         gif = Image.open(out / "sprites" / name / f"{name}.gif")
         assert gif.n_frames == row["frames"] and ("loop" in gif.info) == row["loop"]
+        if not bundled:
+            continue
         # Real sprites, not noise: the character is drawn where the poses put it.
         poses = PoseSequence.load(out / "poses" / name / "poses.json")
         reference = Image.open(summary["reference"])

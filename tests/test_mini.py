@@ -21,6 +21,9 @@ from spritediff_core.weights import DEFAULT_MODEL, read_model_card
 from training_data import STANDING
 
 SIZE = 64
+# The weights ship only when final (every committed version stays in the history); until then a checkout
+# has no bundled model and these tests wait for it (`python3 build.py train-mini --install` makes one).
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason="spritediff-mini is not bundled yet")
 
 
 def standing_pose(shift: float = 0.0) -> PoseFrame:
