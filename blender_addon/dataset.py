@@ -52,7 +52,7 @@ from . import rig_builder
 from .actions import action_fcurves, assign_action
 from .core import SpriteDiffError, framing, load, poses
 
-FORMAT = "spritediff-dataset"
+FORMAT = load("dataset").DATASET_FORMAT  # the core reads what this writes: one name for the format
 VERSION = 1
 MANIFEST = "dataset.json"
 CHARACTER_FILE = "character.json"
