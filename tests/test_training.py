@@ -73,6 +73,8 @@ def test_resume_continues_exactly(data, mini_folder, tmp_path):
     straight.run(progress=False)
     first = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=2, checkpoint_every=2))
     first.run(progress=False)
+    with open(tmp_path / "resumed" / "log.jsonl", "a") as log:  # a step logged by a run killed before its checkpoint
+        log.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
     resumed = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=4, checkpoint_every=2))
     assert resumed.step == 2
     resumed.run(progress=False)

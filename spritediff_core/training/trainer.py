@@ -247,6 +247,16 @@ class Trainer:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log lines of steps after the checkpoint (a run killed between checkpoints logged them; they
+        are done again now)."""
+        path = self.out / "log.jsonl"
+        if path.is_file():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     # ------------------------------------------------------------ one step
     def _generator(self, step: int) -> torch.Generator:
