@@ -206,25 +206,35 @@ def command_bench(args: list[str]) -> int:
 
 
 BUNDLED_MINI = ROOT / "spritediff_core" / "pretrained" / "spritediff-mini"
-# spritediff-mini's recipe: data, the three stages, evaluation on characters never seen in training.
+# spritediff-mini's recipe: data, the training runs in order (name, stage, the run it starts from, options),
+# evaluation on characters never seen in training. The decoder run repaints the empty background the
+# window-trained VAE left grey; the last stage-1 run goes on from the first with EMA and a decaying rate.
 MINI_RECIPE = {
     "train_characters": 500, "heldout_characters": 24, "render_size": 128,
-    "stages": {
-        0: ["--config", "mini", "--steps", "2500", "--batch-size", "16", "--lr", "1e-3", "--warmup-steps", "50"],
-        1: ["--steps", "3500", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "100",
-            "--train-image-encoder"],
-        2: ["--steps", "400", "--batch-size", "2", "--frames", "8", "--lr", "1e-4", "--warmup-steps", "20"],
-    },
+    "runs": [
+        ("stage0", 0, None, ["--config", "mini", "--steps", "2500", "--batch-size", "16", "--lr", "1e-3",
+                             "--warmup-steps", "50"]),
+        ("decoder", 0, "stage0", ["--steps", "1000", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "20"]),
+        ("stage1", 1, "decoder", ["--steps", "4000", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "100",
+                                  "--train-image-encoder"]),
+        ("stage1-ema", 1, "stage1", ["--steps", "3000", "--batch-size", "16", "--lr", "2e-4", "--warmup-steps", "50",
+                                     "--train-image-encoder", "--use-ema", "--lr-scheduler", "cosine"]),
+        ("stage2", 2, "stage1-ema", ["--steps", "400", "--batch-size", "2", "--frames", "8", "--lr", "1e-4",
+                                     "--warmup-steps", "20"]),
+    ],
     "evaluate": [],
 }
 # The same commands at toy sizes (minutes), to check the recipe end to end: --quick.
 QUICK_RECIPE = {
     "train_characters": 3, "heldout_characters": 2, "render_size": 64,
-    "stages": {
-        0: ["--config", "mini", "--steps", "3", "--batch-size", "2"],
-        1: ["--steps", "3", "--batch-size", "2", "--train-image-encoder"],
-        2: ["--steps", "2", "--batch-size", "1", "--frames", "4"],
-    },
+    "runs": [
+        ("stage0", 0, None, ["--config", "mini", "--steps", "3", "--batch-size", "2"]),
+        ("decoder", 0, "stage0", ["--steps", "2", "--batch-size", "2"]),
+        ("stage1", 1, "decoder", ["--steps", "3", "--batch-size", "2", "--train-image-encoder"]),
+        ("stage1-ema", 1, "stage1", ["--steps", "2", "--batch-size", "2", "--train-image-encoder", "--use-ema",
+                                     "--lr-scheduler", "cosine"]),
+        ("stage2", 2, "stage1-ema", ["--steps", "2", "--batch-size", "1", "--frames", "4"]),
+    ],
     "evaluate": ["--max-clips", "2", "--steps", "2"],
 }
 
@@ -246,13 +256,11 @@ def command_train_mini(args: list[str]) -> int:
         ("held-out data", dataset + ["--characters", str(recipe["heldout_characters"]), "--seed", "2",
                                      "--out", str(heldout)]),
     ]
-    previous = None
-    for stage, options in recipe["stages"].items():
-        start = ["--init", str(runs / f"stage{previous}" / "model")] if previous is not None else []
-        steps.append((f"stage {stage}", spritediff + ["train", "--stage", str(stage), "--data", str(data), "--out",
-                                                      str(runs / f"stage{stage}"), *start, *options]))
-        previous = stage
-    final = runs / f"stage{previous}" / "model"
+    for name, stage, start_from, options in recipe["runs"]:
+        start = ["--init", str(runs / start_from / "model")] if start_from else []
+        steps.append((f"{name} (stage {stage})", spritediff + ["train", "--stage", str(stage), "--data", str(data),
+                                                               "--out", str(runs / name), *start, *options]))
+    final = runs / recipe["runs"][-1][0] / "model"
     for view in ("side", "front"):
         steps.append((f"evaluation, {view} references", spritediff + [
             "evaluate", "--model", str(final), "--data", str(heldout), "--reference-view", view, "--views", "side",

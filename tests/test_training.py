@@ -68,14 +68,28 @@ def test_stage_zero_vae_learns_and_measures_its_scale(data, tmp_path):
     assert trainer.parts.vae.config.scaling_factor == pytest.approx(scale) and scale > 0
 
 
-def test_resume_continues_exactly(data, mini_folder, tmp_path):
-    straight = Trainer(settings(data, tmp_path / "straight", init=str(mini_folder), steps=4, checkpoint_every=2))
+@pytest.mark.parametrize("options", [{}, {"use_ema": True, "lr_scheduler": "cosine"}], ids=["plain", "ema-cosine"])
+def test_resume_continues_exactly(data, mini_folder, tmp_path, options):
+    straight = Trainer(settings(data, tmp_path / "straight", init=str(mini_folder), steps=4, checkpoint_every=2,
+                                **options))
     straight.run(progress=False)
-    first = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=2, checkpoint_every=2))
-    first.run(progress=False)
+    first = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=4, checkpoint_every=2, **options))
+    calls = {"n": 0}
+    real_step = first.train_step
+
+    def killed_after_the_checkpoint():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step()
+
+    first.train_step = killed_after_the_checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        first.run(progress=False)
     with open(tmp_path / "resumed" / "log.jsonl", "a") as log:  # a step logged by a run killed before its checkpoint
         log.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
-    resumed = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=4, checkpoint_every=2))
+    resumed = Trainer(settings(data, tmp_path / "resumed", init=str(mini_folder), steps=4, checkpoint_every=2,
+                               **options))
     assert resumed.step == 2
     resumed.run(progress=False)
     for name in ("denoising_unet", "reference_unet", "pose_guider"):
@@ -86,6 +100,34 @@ def test_resume_continues_exactly(data, mini_folder, tmp_path):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
     straight_losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert losses == straight_losses
+
+
+def test_ema_model_is_the_average_and_training_goes_on_with_the_raw_weights(data, mini_folder, tmp_path):
+    trainer = Trainer(settings(data, tmp_path / "run", init=str(mini_folder), steps=3, use_ema=True))
+    trainer.run(progress=False)
+    raw = [p.detach().clone() for p in trainer.parameters]
+    written = load_file(str(tmp_path / "run" / "model" / "pose_guider.safetensors"))
+    averaged = dict(zip([n for n, _ in trainer.parts.pose_guider.named_parameters()],
+                        trainer.ema.shadow_params[-len(list(trainer.parts.pose_guider.parameters())):]))
+    assert all(torch.equal(written[name], averaged[name]) for name in averaged)
+    assert any(not torch.equal(written[name], param) for name, param in trainer.parts.pose_guider.named_parameters())
+    assert all(torch.equal(a, b) for a, b in zip(raw, trainer.parameters))  # writing restored the raw weights
+
+
+def test_stage_zero_from_weights_fine_tunes_only_the_decoder_on_whole_frames(data, mini_folder, tmp_path):
+    trainer = Trainer(settings(data, tmp_path / "run", stage=0, init=str(mini_folder), learning_rate=2e-3,
+                               batch_size=4, steps=15))
+    encoder_before = {k: v.clone() for k, v in trainer.parts.vae.state_dict().items() if not k.startswith(
+        ("decoder.", "post_quant_conv."))}
+    scale = trainer.parts.vae.config.scaling_factor
+    before = trainer.fixed_loss()
+    trainer.run(progress=False)
+    assert trainer.fixed_loss() < 0.7 * before
+    vae = load_parts(tmp_path / "run" / "model").vae
+    after = vae.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in encoder_before.items())  # the latents stay the same
+    assert vae.config.scaling_factor == scale
+    assert not torch.equal(after["decoder.conv_out.weight"], load_parts(mini_folder).vae.decoder.conv_out.weight)
 
 
 def test_every_stage_writes_a_folder_the_pipeline_loads_and_runs(data, tmp_path):
@@ -155,6 +197,10 @@ def test_bad_settings_fail_before_any_work(data, tmp_path):
         settings(data, tmp_path, config="mini")
     with pytest.raises(InvalidInputError, match="exactly one"):
         settings(data, tmp_path)
+    with pytest.raises(InvalidInputError, match="lr scheduler"):
+        settings(data, tmp_path, init="weights", lr_scheduler="exponential")
+    with pytest.raises(InvalidInputError, match="EMA decay"):
+        settings(data, tmp_path, init="weights", ema_decay=1.5)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(InvalidInputError, match="not a training run"):

@@ -18,9 +18,11 @@ def train(args: argparse.Namespace) -> None:
 def add_train_command(commands) -> None:
     parser = commands.add_parser(
         "train", help="train or fine-tune a model (Animate Anyone recipe) on a dataset",
-        description="Stage 0 trains the VAE of a model from scratch, stage 1 the ReferenceNet, the denoising "
-                    "UNet's spatial layers and the PoseGuider, stage 2 the motion modules. Every stage writes a "
-                    "complete weights folder to OUT/model; re-running the same command resumes.")
+        description="Stage 0 trains the VAE of a model from scratch (--config), or fine-tunes the decoder of a "
+                    "weights folder (--init; its latents, and so its UNets, stay valid); stage 1 trains the "
+                    "ReferenceNet, the denoising UNet's spatial layers and the PoseGuider, stage 2 the motion "
+                    "modules. Every stage writes a complete weights folder to OUT/model; re-running the same "
+                    "command resumes.")
     parser.add_argument("--stage", type=int, required=True, choices=(0, 1, 2))
     parser.add_argument("--data", required=True, help="a dataset folder (python -m blender_addon dataset)")
     parser.add_argument("--out", required=True, help="the run's folder: model/, checkpoint.pt, log.jsonl, samples/")
@@ -32,6 +34,12 @@ def add_train_command(commands) -> None:
     parser.add_argument("--lr", dest="learning_rate", type=float, default=1e-4,
                         help="AdamW learning rate (default 1e-4; the recipe fine-tunes at 1e-5)")
     parser.add_argument("--warmup-steps", type=int, default=1)
+    parser.add_argument("--lr-scheduler", choices=("constant_with_warmup", "cosine", "linear"),
+                        default="constant_with_warmup", help="learning-rate schedule after the warm-up")
+    parser.add_argument("--use-ema", action="store_true",
+                        help="keep an exponential moving average of the weights and write it as the model")
+    parser.add_argument("--ema-decay", type=float, default=0.9999,
+                        help="the most the EMA's decay warms up to (default 0.9999)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="training size in px (default: the model's native size, else 512)")
     parser.add_argument("--frames", type=int, default=8, help="stage 2: frames per clip (default 8)")

@@ -1,8 +1,10 @@
 """`spritediff train`: the Animate Anyone recipe in three stages, each ending in a complete weights folder.
 
-- stage 0 (only for a model from scratch): the VAE, on the dataset's frames (reconstruction + a small KL
+- stage 0 from scratch (`--config`): the VAE, on windows around the characters (reconstruction + a small KL
   term); its latent scaling factor is then measured on the data (SD's 0.18215 is the same measurement for
-  its VAE).
+  its VAE). Stage 0 from a weights folder (`--init`) fine-tunes only the decoder, on whole frames, as
+  sd-vae-ft-mse was made: the encoder and so the latents stay as they were, and every UNet trained on them
+  keeps working.
 - stage 1: the ReferenceNet (all but its last up block, whose outputs nothing reads, as the recipe), the
   denoising UNet's spatial layers and the PoseGuider on (reference, target, pose) triples; with
   `train_image_encoder`, also the image encoder (spritediff-mini's own; the recipe keeps CLIP frozen).
@@ -13,8 +15,12 @@ Objective (`objective.py`): v-prediction, zero-terminal-SNR schedule, min-SNR we
 self-attention) and the image embedding is zero. The recipe zeroes the image encoder's input pixels instead;
 we zero the embedding because that is what the pipeline's unconditional half feeds (deliberate deviation).
 
+With `use_ema`, the trained weights are also averaged (diffusers' `EMAModel`, with its warm-up, so a short run
+averages over a short window); `model/` and the sample grids then hold the average, and the raw weights travel
+in `checkpoint.pt`.
+
 Everything a run writes is in `--out`: `model/` (a weights folder `SpriteSheetPipeline.from_pretrained` loads,
-updated at every checkpoint), `checkpoint.pt` (optimiser and step, to resume), `log.jsonl` (loss per step),
+updated at every checkpoint), `checkpoint.pt` (optimiser, step and raw weights, to resume), `log.jsonl` (loss per step),
 `samples/` (reference | pose | generated | ground truth), `settings.json`. Each step draws its samples and
 noise from a generator seeded by (seed, step), so a resumed run continues exactly.
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +38,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil
@@ -49,6 +56,9 @@ from .objective import min_snr_loss, noisy_latents, training_scheduler
 STAGES = (0, 1, 2)
 CONFIGS = ("mini",)
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULERS = ("constant_with_warmup", "cosine", "linear")  # diffusers.optimization names
+EMA_WARMUP_POWER = 3 / 4  # diffusers' advice for runs under ~100k steps: the average reaches 0.999 at 10k
+PATH_SETTINGS = ("data", "out", "init")
 CONDITIONING_DROPOUT = 0.1
 KL_WEIGHT = 1e-6
 POSTERIOR_LOG_VARIANCE = -12.0
@@ -71,6 +81,9 @@ class TrainSettings:
     batch_size: int = 8
     learning_rate: float = 1e-4
     warmup_steps: int = 1
+    lr_scheduler: str = "constant_with_warmup"
+    use_ema: bool = False
+    ema_decay: float = 0.9999  # the most the warm-up reaches
     resolution: int | None = None  # default: the model's native size, else 512
     frames: int = 8  # stage 2: frames per clip
     seed: int = 0
@@ -100,12 +113,19 @@ class TrainSettings:
             raise InvalidInputError(f"learning rate must be a positive number, got {self.learning_rate}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             raise InvalidInputError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise InvalidInputError(f"lr scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise InvalidInputError(f"EMA decay must be between 0 and 1, got {self.ema_decay}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise InvalidInputError(f"mixed precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
 
 
-def _stage_parameters(parts: ModelParts, stage: int, train_image_encoder: bool, motion_unet=None):
+def _stage_parameters(parts: ModelParts, stage: int, train_image_encoder: bool, motion_unet=None,
+                      decoder_only: bool = False):
     """(module name, trainable parameters) of a stage, in a fixed order (the optimiser state depends on it)."""
+    if stage == 0 and decoder_only:
+        return [("vae_decoder", list(parts.vae.post_quant_conv.parameters()) + list(parts.vae.decoder.parameters()))]
     if stage == 0:
         return [("vae", list(parts.vae.parameters()))]
     if stage == 2:
@@ -141,6 +161,7 @@ class Trainer:
             torch.set_num_threads(settings.threads)
         self.autocast_dtype = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.mixed_precision]
         self._check_out()
+        self.decoder_only = settings.stage == 0 and settings.init is not None
         resume = (self.out / CHECKPOINT).is_file()
         self.parts = self._initial_parts(resume)
         self.resolution = settings.resolution or int((self.parts.card.get("native_size") or [512])[0])
@@ -151,13 +172,18 @@ class Trainer:
         self.motion_unet = None
         if settings.stage in (1, 2):
             self._prepare_pose_stages()
-        self.groups = _stage_parameters(self.parts, settings.stage, settings.train_image_encoder, self.motion_unet)
+        self.groups = _stage_parameters(self.parts, settings.stage, settings.train_image_encoder, self.motion_unet,
+                                        decoder_only=self.decoder_only)
         self.parameters = [p for _, group in self.groups for p in group]
+        if settings.stage == 0:
+            self.parts.vae.to(self.device).requires_grad_(False)
         for parameter in self.parameters:
             parameter.requires_grad_(True)
         self.optimizer = _optimizer(self.parameters, settings)
-        self.lr_scheduler = get_scheduler("constant_with_warmup", self.optimizer,
-                                          num_warmup_steps=settings.warmup_steps)
+        self.lr_scheduler = get_scheduler(settings.lr_scheduler, self.optimizer, num_warmup_steps=settings.warmup_steps,
+                                          num_training_steps=settings.steps)
+        self.ema = EMAModel(self.parameters, decay=settings.ema_decay, use_ema_warmup=True,
+                            power=EMA_WARMUP_POWER) if settings.use_ema else None
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 and \
             self.device.type == "cuda" else None
         self.step = 0
@@ -175,8 +201,13 @@ class Trainer:
         if settings_path.is_file():
             previous = json.loads(settings_path.read_text(encoding="utf-8"))
             mine = asdict(self.settings)
+            def same(key: str) -> bool:
+                if key in PATH_SETTINGS and previous.get(key) and mine[key]:  # relative or absolute, one place
+                    return Path(previous[key]).resolve() == Path(mine[key]).resolve()
+                return previous.get(key, mine[key]) == mine[key]  # settings added since keep their default
+
             differing = sorted(k for k in mine if k not in ("steps", "device", "threads", "checkpoint_every",
-                                                            "sample_every") and previous.get(k) != mine[k])
+                                                            "sample_every") and not same(k))
             if differing:
                 raise InvalidInputError(f"--out {self.out} holds a run with other settings ({', '.join(differing)}): "
                                         "resume it with the same settings or pick another folder")
@@ -218,18 +249,37 @@ class Trainer:
             self.parts.motion_state = {k: v.detach().cpu().clone() for k, v in state.items()
                                        if ".motion_modules." in k and not k.endswith(".pos_embed.pe")}
 
+    @contextmanager
+    def averaged_weights(self):
+        """With EMA, the trainable parameters hold the average inside this block (what is written and sampled)."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.parameters)
+        self.ema.copy_to(self.parameters)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.parameters)
+
     def save_checkpoint(self) -> None:
-        self._sync_parts()
+        raw = [p.detach().cpu().clone() for p in self.parameters] if self.ema is not None else None
         self.parts.card = dict(self.parts.card, training={"stage": self.settings.stage, "step": self.step,
-                                                          "resolution": self.resolution})
+                                                          "resolution": self.resolution,
+                                                          "ema": self.ema is not None})
         device = self.device
-        for module in self._modules():
-            module.to("cpu")
-        save_parts(self.parts, self.out / MODEL_DIR)
-        for module in self._modules():
-            module.to(device)
+        with self.averaged_weights():
+            self._sync_parts()
+            for module in self._modules():
+                module.to("cpu")
+            save_parts(self.parts, self.out / MODEL_DIR)
+            for module in self._modules():
+                module.to(device)
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                  "lr_scheduler": self.lr_scheduler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+            state["parameters"] = raw
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         partial = self.out / (CHECKPOINT + ".partial")
@@ -242,6 +292,14 @@ class Trainer:
         if saved_step != state["step"]:
             raise InvalidInputError(f"{self.out}: {MODEL_DIR}/ is at step {saved_step} but {CHECKPOINT} at step "
                                     f"{state['step']}; the run cannot be resumed")
+        if (self.ema is not None) != ("ema" in state):
+            raise InvalidInputError(f"{self.out}: the run was {'not ' if 'ema' not in state else ''}trained with "
+                                    "EMA; resume it with the same setting")
+        if self.ema is not None:  # model/ holds the average; the raw weights are in the checkpoint
+            self.ema.load_state_dict(state["ema"])
+            with torch.no_grad():
+                for parameter, raw in zip(self.parameters, state["parameters"], strict=True):
+                    parameter.copy_(raw)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.scaler is not None and "scaler" in state:
@@ -273,16 +331,21 @@ class Trainer:
             return distribution.sample(generator) * self.parts.vae.config.scaling_factor
 
     def loss_stage0(self, generator: torch.Generator) -> torch.Tensor:
-        """Reconstruction from the posterior mean (a CPU budget has no steps to spare for learning through
-        sampling noise; the narrow initial posterior keeps stage 1's sampled latents close to it) plus the
-        small KL term that keeps latents bounded; on windows around the character (`VAE_CROP`)."""
-        crop = VAE_CROP if self.resolution > VAE_CROP else None
+        """From scratch: reconstruction from the posterior mean (a CPU budget has no steps to spare for
+        learning through sampling noise; the narrow initial posterior keeps stage 1's sampled latents close to
+        it) plus the small KL term that keeps latents bounded, on windows around the character (`VAE_CROP`).
+        Decoder fine-tuning: reconstruction of whole frames from the fixed encoder's latents; whole frames
+        because the decoder's group norms see the whole picture, so a decoder that only ever saw windows
+        paints the empty background of a frame grey."""
+        crop = VAE_CROP if self.resolution > VAE_CROP and not self.decoder_only else None
         pixels = self.data.image_batch(self.settings.batch_size, generator, crop).pixels.to(self.device)
         vae = self.parts.vae
-        posterior = vae.encode(pixels).latent_dist
+        with torch.no_grad() if self.decoder_only else nullcontext():
+            posterior = vae.encode(pixels).latent_dist
         reconstruction = vae.decode(posterior.mean).sample
         error = reconstruction.float() - pixels
-        return error.abs().mean() + error.pow(2).mean() + KL_WEIGHT * posterior.kl().mean()
+        loss = error.abs().mean() + error.pow(2).mean()
+        return loss if self.decoder_only else loss + KL_WEIGHT * posterior.kl().mean()
 
     def _image_embeds(self, batch: PoseBatch, drop: bool) -> torch.Tensor:
         pixels = torch.cat([clip_pixel_values(self.clip_processor, p) for p in batch.reference_pictures])
@@ -358,6 +421,8 @@ class Trainer:
             self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.parameters)
         self.step += 1
         return float(loss.detach())
 
@@ -383,7 +448,7 @@ class Trainer:
                     self.write_samples()
         bar.close()
         # Finishing is idempotent, so a run resumed after its last step still ends complete.
-        if settings.stage == 0:
+        if settings.stage == 0 and not self.decoder_only:
             self.narrow_posterior()
             self.measure_latent_scale()
         self.save_checkpoint()
@@ -419,7 +484,8 @@ class Trainer:
 
         path = self.out / "samples" / f"step_{self.step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        sample_grid(self, count).save(path)
+        with self.averaged_weights():
+            sample_grid(self, count).save(path)
         return path
 
 
