@@ -141,11 +141,13 @@ class SpriteSheetPipeline:
         install_reference_attention(reference_unet, denoising_unet, self._bank)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        self._offload_hooks: list = []  # accelerate's, with model CPU offload on
         # What the weights folder says of itself (`spritediff.json`): name, native size, recommended settings.
         self.model_card: dict[str, Any] = {}
 
     def _models(self) -> list[torch.nn.Module]:
-        return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
+        """The models in the order a call first runs them (the VAE runs again last, to decode)."""
+        return [self.image_encoder, self.vae, self.pose_guider, self.reference_unet, self.denoising_unet]
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -282,15 +284,24 @@ class SpriteSheetPipeline:
     # ---------------------------------------------------------------- memory switches of the models
     def enable_model_cpu_offload(self, execution_device: str | torch.device = "cuda") -> None:
         """Keep every model in CPU memory and move each to `execution_device` only while it runs
-        (accelerate's hooks, as diffusers pipelines do): the least GPU memory, at some speed."""
+        (accelerate's hooks chained in run order, as diffusers' `model_cpu_offload_seq`: each model's hook
+        sends the one before it back): the least GPU memory, at some speed. The VAE runs twice, so before
+        decoding and at the end of every call all models are sent back (`offload_models`)."""
         from accelerate import cpu_offload_with_hook
 
         device = torch.device(execution_device)
         hook = None
-        for model in (self.image_encoder, self.vae, self.reference_unet, self.pose_guider, self.denoising_unet):
+        self._offload_hooks = []
+        for model in self._models():
             torch.nn.Module.to(model, "cpu")
             _, hook = cpu_offload_with_hook(model, device, prev_module_hook=hook)
+            self._offload_hooks.append(hook)
         self.device = device
+
+    def offload_models(self) -> None:
+        """With model CPU offload on, send every model back to the CPU (diffusers' `maybe_free_model_hooks`)."""
+        for hook in self._offload_hooks:
+            hook.offload()
 
     def enable_vae_tiling(self) -> None:
         """Decode (and encode) frames larger than the VAE's tile size tile by tile (diffusers' tiling); frames
@@ -345,6 +356,7 @@ class SpriteSheetPipeline:
                 raise GenerationCancelled("generation cancelled")
             if output_type == "latent":
                 return latents
+            self.offload_models()  # the denoising UNet leaves before the VAE decodes
             if output_type == "pil":
                 frames = self.decode_images(latents, options.decode_chunk_size)
             else:
@@ -353,6 +365,7 @@ class SpriteSheetPipeline:
                 raise GenerationCancelled("generation cancelled")
         finally:
             self._cancel.clear()
+            self.offload_models()
             self._release_memory()
             self._lock.release()
         if output_type == "pt":

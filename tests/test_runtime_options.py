@@ -50,6 +50,36 @@ def test_model_memory_switches_keep_the_output(reference_image, pose_images, swi
     assert (frames(pipe, reference_image, pose_images, "video.pt", None) - expected).abs().max() < 1e-4
 
 
+def test_model_cpu_offload_chains_the_models_in_run_order_and_sends_all_back(reference_image, pose_images):
+    """Traced through accelerate's hooks (a CPU has no second device to watch): every model's hook sends
+    back the model that ran before it, the denoising UNet leaves before the VAE decodes, and after the call
+    every model has been sent back since it last ran."""
+    pipe = SpriteSheetPipeline.from_pretrained(TINY_WEIGHTS, device="cpu", dtype="fp32")
+    pipe.enable_model_cpu_offload("cpu")
+    names = {id(pipe.image_encoder): "image_encoder", id(pipe.vae): "vae", id(pipe.pose_guider): "pose_guider",
+             id(pipe.reference_unet): "reference_unet", id(pipe.denoising_unet): "denoising_unet"}
+    events = []
+    for model in (pipe.image_encoder, pipe.vae, pipe.pose_guider, pipe.reference_unet, pipe.denoising_unet):
+        hook, name = model._hf_hook, names[id(model)]
+        run, send_back = hook.pre_forward, hook.init_hook
+        hook.pre_forward = lambda module, *a, _run=run, _name=name, **k: (events.append(("run", _name)),
+                                                                          _run(module, *a, **k))[1]
+        hook.init_hook = lambda module, _send=send_back, _name=name: (events.append(("back", _name)), _send(module))[1]
+    frames(pipe, reference_image, pose_images, "video.pt", None)
+
+    first_runs = list(dict.fromkeys(name for kind, name in events if kind == "run"))
+    assert first_runs == ["image_encoder", "vae", "pose_guider", "reference_unet", "denoising_unet"]
+    chain = [(names[id(h.model)], names[id(h.model._hf_hook.prev_module_hook.model)] if
+              h.model._hf_hook.prev_module_hook else None) for h in pipe._offload_hooks]
+    assert chain == list(zip(first_runs, [None] + first_runs[:-1]))
+    decode = max(i for i, event in enumerate(events) if event == ("run", "vae"))
+    last_denoise = max(i for i, event in enumerate(events) if event == ("run", "denoising_unet"))
+    assert ("back", "denoising_unet") in events[last_denoise:decode]
+    for name in first_runs:
+        last_run = max(i for i, event in enumerate(events) if event == ("run", name))
+        assert ("back", name) in events[last_run:], f"{name} stays on the device after the call"
+
+
 def attention_inputs(pipe):
     """Record the inputs of one reader layer's to_q and to_k (rows and tokens per call)."""
     name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
