@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,19 @@ def manifest_version() -> str:
     return tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))["version"]
 
 
+# The add-on imports the core by its package name (static imports a reader and a linter follow); in the
+# extension the core is vendored as a subpackage and Blender wants relative imports: rewritten when staged.
+CORE_IMPORT = re.compile(r"^(\s*)from spritediff_core\b", re.MULTILINE)
+PLAIN_CORE_IMPORT = re.compile(r"^\s*import spritediff_core\b", re.MULTILINE)
+
+
+def vendored_imports(source: str, name: str) -> str:
+    """`from spritediff_core...` -> `from .spritediff_core...` (the add-on's modules sit at the extension root)."""
+    if PLAIN_CORE_IMPORT.search(source):
+        sys.exit(f"blender_addon/{name}: write 'from spritediff_core import ...' (the extension rewrites it)")
+    return CORE_IMPORT.sub(r"\1from .spritediff_core", source)
+
+
 def stage_extension() -> Path:
     if EXTENSION_STAGE.exists():
         shutil.rmtree(EXTENSION_STAGE)
@@ -173,7 +187,8 @@ def stage_extension() -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for path in sorted((ROOT / "blender_addon").glob("*.py")):
         if path.name not in ADDON_EXCLUDE:
-            shutil.copy2(path, EXTENSION_STAGE / path.name)
+            source = vendored_imports(path.read_text(encoding="utf-8"), path.name)
+            (EXTENSION_STAGE / path.name).write_text(source, encoding="utf-8")
     shutil.copytree(ROOT / "spritediff_core", EXTENSION_STAGE / "spritediff_core", ignore=ignore)
     shutil.copytree(ROOT / "rigs", EXTENSION_STAGE / "rigs", ignore=ignore)
     shutil.copy2(ROOT / "blender_manifest.toml", EXTENSION_STAGE / "blender_manifest.toml")

@@ -16,8 +16,8 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
 from .actions import ActionState, action_fcurves, assign_action
-from .core import framing, poses, rig
-from .core import SpriteDiffError
+from spritediff_core import framing, poses, rig
+from spritediff_core.errors import SpriteDiffError
 
 
 class PoseReadError(SpriteDiffError):

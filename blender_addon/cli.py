@@ -12,7 +12,7 @@ from typing import Sequence
 import bpy
 
 from . import armature_reader as reader
-from .core import SpriteDiffError, load
+from spritediff_core.errors import SpriteDiffError
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -46,7 +46,9 @@ def command_poses(args: argparse.Namespace) -> None:
                                         frame_with=args.frame_with, bone_map=args.bone_map,
                                         sampling=reader.FrameSampling(count=args.frames, frame_range=args.range),
                                         loop=args.loop, auto_frame=not args.no_auto_frame)
-    names = load("drawing").write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale)
+    from spritediff_core import drawing  # OpenCV: only once a command needs it
+
+    names = drawing.write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale)
     print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {args.out}")
 
 
@@ -232,4 +234,6 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m blender_addon") -> int:
-    return load("cli").run_command(build_parser(prog).parse_args(argv))
+    from spritediff_core import cli as core_cli
+
+    return core_cli.run_command(build_parser(prog).parse_args(argv))

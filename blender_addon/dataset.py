@@ -50,9 +50,9 @@ from mathutils import Matrix, Vector
 from . import armature_reader as reader
 from . import rig_builder
 from .actions import action_fcurves, assign_action
-from .core import SpriteDiffError, framing, load, poses
-
-FORMAT = load("dataset").DATASET_FORMAT  # the core reads what this writes: one name for the format
+from spritediff_core import dataset_images, drawing, files, framing, poses
+from spritediff_core.dataset import DATASET_FORMAT as FORMAT  # the core reads what this writes
+from spritediff_core.errors import SpriteDiffError
 VERSION = 1
 MANIFEST = "dataset.json"
 CHARACTER_FILE = "character.json"
@@ -838,7 +838,7 @@ def render_references(scene, armature, subject: Subject, bone_map, size: int, wi
     finally:
         armature.data.pose_position = pose_position
         bpy.data.actions.remove(action)
-    load("drawing").write_pose_sequence(poses.PoseSequence(frames, name="reference", fps=1.0, loop=False), folder)
+    drawing.write_pose_sequence(poses.PoseSequence(frames, name="reference", fps=1.0, loop=False), folder)
     return paths
 
 
@@ -852,9 +852,9 @@ def render_clip(scene, armature, subject: Subject, action, plan: ClipPlan, bone_
     scene.camera = camera
     sequence = read_framed(scene, armature, action, camera, bone_map, size, with_hands)
     folder.mkdir(parents=True)
-    names = load("files").frame_names(len(sequence))
+    names = files.frame_names(len(sequence))
     render_frames(scene, armature, action, sequence.metadata["scene_frames"], folder, names)
-    load("drawing").write_pose_sequence(sequence, folder)
+    drawing.write_pose_sequence(sequence, folder)
     write_json(folder / "clip.json", {"motion": plan.motion, "preset": plan.preset, "variation": plan.variation,
                                       "view": plan.view.to_json(), "fps": sequence.fps, "loop": sequence.loop,
                                       "frames": len(sequence)})
@@ -868,7 +868,7 @@ def finish_frames(folder: Path, outline: str | None) -> None:
         colour = tuple(int(outline[i:i + 2], 16) for i in (1, 3, 5))
         paths = sorted(folder.glob("reference/*.png")) + sorted(folder.glob("clips/*/frame_*.png"))
         paths = [p for p in paths if not p.name.startswith("pose_")]
-        load("dataset_images").outline_files(paths, colour)
+        dataset_images.outline_files(paths, colour)
 
 
 # ---------------------------------------------------------------------------------------------- characters

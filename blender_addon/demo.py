@@ -19,7 +19,7 @@ from PIL import Image
 from . import armature_reader as reader
 from . import rig_builder
 from .cli import generate_one
-from .core import load, rig
+from spritediff_core import drawing, rig, sheets, weights
 from .generation import GenerateOptions
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -30,15 +30,13 @@ DEMO_REFERENCE = rig.rigs_directory() / "demo_character.png"
 def bundled_or_tiny_model() -> Path:
     """The bundled spritediff-mini; the untrained test model only where a checkout lacks it (it is
     being remade with `python3 build.py train-mini`)."""
-    bundled = load("weights").DEFAULT_MODEL
+    bundled = weights.DEFAULT_MODEL
     return bundled if bundled.is_dir() else TINY_MODEL
 
 
 def run_demo(out: Path, model: str | None = None, size: int | None = None, steps: int | None = None,
              reference: str | None = None) -> dict:
     started = time.perf_counter()
-    drawing, sheets = load("drawing"), load("sheets")
-    weights = load("weights")
     model_dir = Path(model or os.environ.get("SPRITEDIFF_MODEL_DIR") or bundled_or_tiny_model())
     tiny = model_dir.resolve() == TINY_MODEL.resolve()
     size = size or (64 if tiny else weights.generation_size(model_dir, None, None)[0])
@@ -74,7 +72,7 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
     sheets.contact_sheet(frame_rows).save(out / "sprites_contact_sheet.png")
     bpy.ops.wm.save_as_mainfile(filepath=str((out / "demo.blend").resolve()))
 
-    summary = {"model": str(model_dir), "model_name": load("weights").read_model_card(model_dir).get("name"),
+    summary = {"model": str(model_dir), "model_name": weights.read_model_card(model_dir).get("name"),
                "untrained_test_model": tiny, "reference": str(reference), "size": size,
                "steps": steps, "animations": rows, "seconds": round(time.perf_counter() - started, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -45,7 +45,7 @@ def require(modules: Sequence[str] | None = None) -> None:
     wanted = [(m, r) for m, r in PACKAGES if modules is None or m in modules]
     missing = missing_packages(wanted)
     if missing:
-        from .core import SpriteDiffError
+        from spritediff_core.errors import SpriteDiffError
 
         raise SpriteDiffError("missing Python packages: " + ", ".join(r.split("==")[0] for r in missing)
                               + "; install them from the spritediff preferences (Install Packages)")

@@ -22,7 +22,8 @@ import bpy
 import numpy as np
 
 from . import armature_reader as reader
-from .core import SpriteDiffError, files, load
+from spritediff_core import files
+from spritediff_core.errors import GenerationCancelled, SpriteDiffError
 
 
 @dataclass
@@ -108,7 +109,8 @@ def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
 
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
-    weights = load("weights")
+    from spritediff_core import drawing, weights  # OpenCV, Pillow, torch: installed by the preferences
+
     model = weights.resolve_model(bpy.path.abspath(options.model) if str(options.model).strip() else None)
     weights.locate_weights(model)  # a missing folder or file is reported now, not after a wait
     width, height = weights.generation_size(model, options.width, options.height)
@@ -118,7 +120,7 @@ def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
         if value <= 0 or value % 8:
             raise SpriteDiffError(f"{name} must be a positive multiple of 8, got {value}")
     reference = load_reference(options)
-    pose_images = [load("drawing").draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
+    pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
                        scene.name)
 
@@ -136,7 +138,9 @@ def cached_pipeline(model: str, device: str | None, dtype: str | None, cpu_offlo
     with _PIPELINES_LOCK:
         if key not in _PIPELINES:
             _PIPELINES.clear()  # one model in memory at a time
-            pipe = load("pipeline").SpriteSheetPipeline.from_pretrained(model, device=device, dtype=dtype)
+            from spritediff_core.pipeline import SpriteSheetPipeline  # torch: installed by the preferences
+
+            pipe = SpriteSheetPipeline.from_pretrained(model, device=device, dtype=dtype)
             if cpu_offload and pipe.device.type != "cpu":
                 pipe.enable_model_cpu_offload(pipe.device)
             if vae_tiling:
@@ -193,11 +197,13 @@ class GenerationJob:
         try:
             self._pipe = cached_pipeline(options.model, options.device, options.dtype, options.cpu_offload,
                                          options.vae_tiling)
-            runtime = load("pipeline").RuntimeOptions(
+            from spritediff_core.pipeline import RuntimeOptions, tensor_to_pil
+
+            runtime = RuntimeOptions(
                 decode_chunk_size=options.decode_chunk_size, sequential_guidance=options.sequential_guidance,
                 attention_chunk_size=options.attention_chunk_size)
             if self._cancel.is_set():
-                raise load("errors").GenerationCancelled("cancelled")
+                raise GenerationCancelled("cancelled")
             latents = self._pipe(
                 self.prepared.reference, self.prepared.pose_images, options.width, options.height,
                 num_inference_steps=options.steps, guidance_scale=options.guidance, seed=options.seed,
@@ -207,13 +213,13 @@ class GenerationJob:
             )
             for index in range(latents.shape[2]):  # one by one, so the UI can show frames as they finish
                 if self._cancel.is_set():
-                    raise load("errors").GenerationCancelled("cancelled")
+                    raise GenerationCancelled("cancelled")
                 frame = self._pipe.decode(latents[:, :, index:index + 1])[0]
-                image = load("pipeline").tensor_to_pil(frame)
+                image = tensor_to_pil(frame)
                 with self._lock:
                     self.frames.append(image)
             self._set_state("finished")
-        except load("errors").GenerationCancelled:
+        except GenerationCancelled:
             self._set_state("cancelled", "cancelled")
         except SpriteDiffError as error:
             self._set_state("failed", str(error))
@@ -255,8 +261,10 @@ def settings_record(prepared: PreparedJob, seconds: float) -> dict[str, Any]:
     options = asdict(prepared.options)
     options["frame_range"] = list(options["frame_range"]) if options["frame_range"] else None
     options["frame_with"] = list(options["frame_with"])
+    from spritediff_core.weights import weights_fingerprint
+
     return {"animation": prepared.name, "settings": options, "seconds": round(seconds, 3),
-            "weights": load("weights").weights_fingerprint(prepared.options.model)}
+            "weights": weights_fingerprint(prepared.options.model)}
 
 
 def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
@@ -265,9 +273,12 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     options = prepared.options
     record = settings_record(prepared, job.seconds)
     out = Path(bpy.path.abspath(options.output_dir)) / prepared.name
-    pack = load("atlas").PackOptions(layout="grid" if options.atlas_columns else "maxrects",
-                                     columns=options.atlas_columns, padding=options.atlas_padding)
-    sheet = load("sheet").SheetOptions(alpha=options.alpha, pack=pack)
+    from spritediff_core.atlas import PackOptions
+    from spritediff_core.sheet import SheetOptions
+
+    pack = PackOptions(layout="grid" if options.atlas_columns else "maxrects",
+                       columns=options.atlas_columns, padding=options.atlas_padding)
+    sheet = SheetOptions(alpha=options.alpha, pack=pack)
     paths = files.save_animation(out, prepared.name, job.frames, {"seed": options.seed, "model": options.model},
                                  prepared.fps, prepared.loop, prepared.pose_images, prepared.reference, sheet)
     created: list = []  # (collection, datablock), removed again if a later step fails

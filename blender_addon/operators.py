@@ -12,7 +12,7 @@ from pathlib import Path
 import bpy
 
 from . import dependencies
-from .core import SpriteDiffError, load
+from spritediff_core.errors import SpriteDiffError
 from .generation import GenerationJob, finish, prepare, read_sequence, release_pipelines
 from .preferences import preferences
 from .properties import options_from_settings
@@ -184,7 +184,9 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
             dependencies.require(("PIL", "cv2"))
             sequence = read_sequence(scene, options)
             folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
-            names = load("drawing").write_pose_sequence(sequence, folder)
+            from spritediff_core import drawing
+
+            names = drawing.write_pose_sequence(sequence, folder)
         except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
             self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}

@@ -7,7 +7,7 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
                        StringProperty)
 
-from .core import rig
+from spritediff_core import rig
 from .generation import GenerateOptions
 
 

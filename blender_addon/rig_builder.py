@@ -11,7 +11,7 @@ import bpy
 from mathutils import Euler, Vector
 
 from .actions import assign_action
-from .core import rig
+from spritediff_core import rig
 
 DEFAULT_RIG = "spritediff_character"
 PRESETS = ("idle", "walk", "run", "jump", "attack")

@@ -108,7 +108,31 @@ def test_registered_ui(ext):
     assert bpy.types.VIEW3D_PT_spritediff.bl_category == "Sprites"
     for name in ("generate", "cancel", "preview_poses", "install_dependencies"):
         assert hasattr(bpy.ops.spritediff, name)
-    assert ext.core.PACKAGE == MODULE + ".spritediff_core"  # the vendored core, relative imports only
+    assert sys.modules[f"{MODULE}.generation"].files.__name__ == MODULE + ".spritediff_core.files"  # vendored
+
+
+def test_every_core_module_the_add_on_imports_ships_with_it(extension_zip):
+    """The add-on's core imports, rewritten relative in the zip, all land on a module of the zip's core."""
+    import ast
+    import zipfile
+
+    archive = zipfile.ZipFile(extension_zip)
+    names = set(archive.namelist())
+    add_on = [n for n in names if "/" not in n and n.endswith(".py")]
+    used = set()
+    for name in add_on:
+        for node in ast.walk(ast.parse(archive.read(name))):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "spritediff_core" for a in node.names), name
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "spritediff_core":
+                assert node.level == 1, f"{name}: absolute import of the core left in the extension"
+                module = node.module.replace(".", "/")
+                if node.module == "spritediff_core":  # `from .spritediff_core import drawing, rig`
+                    used |= {f"{module}/{a.name}.py" for a in node.names}
+                else:
+                    used.add(f"{module}.py")
+    assert "spritediff_core/pipeline.py" in used and "spritediff_core/drawing.py" in used
+    assert not sorted(used - names)
 
 
 def test_reference_as_camera_background(scene):
