@@ -22,6 +22,7 @@ PACKAGES = (
     ("diffusers", "diffusers==0.42.1"),
     ("transformers", "transformers==5.23.0"),
     ("safetensors", "safetensors==0.8.0"),
+    ("accelerate", "accelerate==1.15.0"),  # model CPU offload
     ("PIL", "pillow==12.0.0"),
     ("cv2", "opencv-python-headless==4.11.0.86"),
     ("yaml", "pyyaml==6.0.3"),

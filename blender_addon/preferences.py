@@ -113,6 +113,10 @@ class SPRITEDIFF_OT_install_dependencies(bpy.types.Operator):
         target = dependencies.site_packages_folder(PACKAGE)
         wheels = Path(bpy.path.abspath(prefs.wheels_dir)) if prefs.wheels_dir else None
         build = prefs.torch_build.lower()
+        if wheels is None and not bpy.app.online_access:  # Blender's "Allow Online Access" is the user's word
+            self.report({"ERROR"}, "Online access is off (Preferences > System > Network): allow it to install "
+                                   "from PyPI, or set a folder of wheels to install offline")
+            return {"CANCELLED"}
         if bpy.app.background:
             progress = dependencies.install(requirements, target, build, wheels)
             _install_state["progress"] = progress

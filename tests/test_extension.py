@@ -111,6 +111,28 @@ def test_registered_ui(ext):
     assert sys.modules[f"{MODULE}.generation"].files.__name__ == MODULE + ".spritediff_core.files"  # vendored
 
 
+def test_installing_packages_honours_blenders_online_access(ext, prefs):
+    prefs.wheels_dir = ""
+    system = bpy.context.preferences.system
+    allowed = system.use_online_access
+    system.use_online_access = False
+    try:
+        with pytest.raises(RuntimeError, match="Online access is off"):
+            bpy.ops.spritediff.install_dependencies()
+    finally:
+        system.use_online_access = allowed
+
+
+def test_the_installer_pins_every_runtime_package_as_requirements_txt_does(ext):
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    installed = dict(requirement.split("==") for _, requirement in sys.modules[f"{MODULE}.dependencies"].PACKAGES)
+    assert {name: pins.get(name) for name in installed} == installed
+    needed = {"torch", "diffusers", "transformers", "safetensors", "accelerate", "pillow", "opencv-python-headless",
+              "pyyaml", "tqdm", "rectpack"}  # what spritediff_core imports at run time
+    assert needed <= set(installed)
+
+
 def test_every_core_module_the_add_on_imports_ships_with_it(extension_zip):
     """The add-on's core imports, rewritten relative in the zip, all land on a module of the zip's core."""
     import ast
