@@ -11,8 +11,10 @@ from typing import Sequence
 
 import bpy
 
-from . import armature_reader as reader
 from spritediff_core.errors import SpriteDiffError
+
+from . import armature_reader as reader
+from .generation import GenerateOptions, generate_one
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -52,9 +54,7 @@ def command_poses(args: argparse.Namespace) -> None:
     print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {args.out}")
 
 
-def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
-    from .generation import GenerateOptions
-
+def options_from_args(args: argparse.Namespace) -> GenerateOptions:
     model = args.model or os.environ.get("SPRITEDIFF_MODEL_DIR") or ""  # "": the bundled spritediff-mini
     return GenerateOptions(
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
@@ -68,25 +68,9 @@ def options_from_args(args: argparse.Namespace) -> "GenerateOptions":
     )
 
 
-def generate_one(options, label: str = "") -> dict:
-    """Prepare, run and finish one generation in the open scene (blocking, as in background mode)."""
-    from .generation import GenerationJob, finish, prepare
-
-    scene = bpy.context.scene
-    job = GenerationJob(prepare(scene, options))
-    job.run_blocking()
-    status = job.poll()
-    if status.state != "finished":
-        raise SpriteDiffError(f"{label}generation {status.state}: {status.message}")
-    result = finish(scene, job)
-    print(f"{label}{job.prepared.name}: {len(job.frames)} frames in {job.seconds:.1f} s -> "
-          f"{result['paths']['atlas'].parent}")
-    return result
-
-
 def command_generate(args: argparse.Namespace) -> None:
     open_blend(args.blend)
-    generate_one(options_from_args(args))
+    generate_one(bpy.context.scene, options_from_args(args))
     if args.save:
         bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.save).resolve()))
         print(f"saved {args.save}")
@@ -96,8 +80,6 @@ def command_batch(args: argparse.Namespace) -> None:
     """A TOML job file: [defaults] for every item, then [[character]] tables, each with a blend file,
     reference picture and a list of actions; one generation per character x action."""
     import tomllib
-
-    from .generation import GenerateOptions
 
     path = Path(args.job)
     try:
@@ -128,7 +110,7 @@ def command_batch(args: argparse.Namespace) -> None:
                 raise SpriteDiffError(f"unknown settings {sorted(unknown)}")
             if "blend" in character:
                 open_blend(str((path.parent / character["blend"]).resolve()))
-            generate_one(GenerateOptions(**settings), label)
+            generate_one(bpy.context.scene, GenerateOptions(**settings), label)
         except SpriteDiffError as error:
             failures += 1
             print(f"{label}FAILED: {error}", file=sys.stderr)

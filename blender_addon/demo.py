@@ -16,11 +16,11 @@ from pathlib import Path
 import bpy
 from PIL import Image
 
+from spritediff_core import drawing, rig, sheets, weights
+
 from . import armature_reader as reader
 from . import rig_builder
-from .cli import generate_one
-from spritediff_core import drawing, rig, sheets, weights
-from .generation import GenerateOptions
+from .generation import GenerateOptions, generate_one
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPOSITORY / "tests" / "fixtures" / "moore-tiny" / "pretrained_weights"
@@ -61,7 +61,7 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
         options = GenerateOptions(model=str(model_dir), output_dir=str(out / "sprites"), armature=armature.name,
                                   action=actions[name].name, camera=camera.name, frame_with=others,
                                   reference_path=str(reference), width=size, height=size, steps=steps, seed=1234)
-        result = generate_one(options, label="  ")
+        result = generate_one(bpy.context.scene, options, label="  ")
         paths = result["paths"]
         frames = [Image.open(p) for p in sorted(paths["frames"].glob("frame_*.png"))]
         frame_rows.append((name, frames))

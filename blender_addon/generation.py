@@ -346,3 +346,17 @@ def _in_front_of_camera(camera):
 
     size = camera.data.ortho_scale if camera.data.type == "ORTHO" else 2.0
     return Matrix.Translation((size * 0.75, 0.0, -2.0)) @ Matrix.Scale(size / 2, 4)
+
+
+def generate_one(scene: bpy.types.Scene, options: GenerateOptions, label: str = "") -> dict[str, Any]:
+    """Prepare, run and finish one generation in `scene`, blocking (background mode: the CLI, batch files,
+    the demo)."""
+    job = GenerationJob(prepare(scene, options))
+    job.run_blocking()
+    status = job.poll()
+    if status.state != "finished":
+        raise SpriteDiffError(f"{label}generation {status.state}: {status.message}")
+    result = finish(scene, job)
+    print(f"{label}{job.prepared.name}: {len(job.frames)} frames in {job.seconds:.1f} s -> "
+          f"{result['paths']['atlas'].parent}")
+    return result
