@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """spritediff's one entry point (standard library only).
 
-    python3 build.py test [PYTEST ARGS]   set up .venv (and .venv-bpy45), then run the whole test suite
+    python3 build.py test [PYTEST ARGS]   set up .venv (and .venv-bpy45), then ruff and the whole test suite
     python3 build.py demo [--model DIR]   set up .venv, then run the headless demo (the main job)
     python3 build.py extension            build dist/spritediff-<version>.zip (validated by Blender's tool)
     python3 build.py bench [--quick]      speed and memory benchmarks, results under out/bench/
@@ -117,7 +117,8 @@ def ensure_venv(venv_dir: Path = VENV, requirements: Path = REQUIREMENTS, instal
 
 
 def command_test(args: list[str]) -> int:
-    """The whole suite on Blender 5.0's bpy, then the armature/Action tests again on Blender 4.5 LTS."""
+    """The linter (ruff, configured in pyproject.toml), the whole suite on Blender 5.0's bpy, then the
+    armature/Action tests again on Blender 4.5 LTS."""
     python = ensure_venv()
     ensure_engine_test_packages()
     # Test paths (tests/x.py, tests/x.py::test_y) choose a subset; everything else is a pytest option.
@@ -127,10 +128,12 @@ def command_test(args: list[str]) -> int:
     main = subprocess.run([str(python), "-m", "pytest", *(selected or ["tests"]), *options], cwd=ROOT, env=env)
     if selected:  # a chosen subset runs on the main environment only
         return main.returncode
+    log("ruff check")
+    lint = subprocess.run([str(python), "-m", "ruff", "check", "."], cwd=ROOT)
     log("armature/Action tests on Blender 4.5 LTS")
     python45 = ensure_venv(VENV_BPY45, REQUIREMENTS_BPY45, install_project=False)
     lts = subprocess.run([str(python45), "-m", "pytest", *BPY45_TESTS, *options], cwd=ROOT, env=env)
-    return main.returncode or lts.returncode
+    return main.returncode or lint.returncode or lts.returncode
 
 
 def command_demo(args: list[str]) -> int:
@@ -155,7 +158,8 @@ ADDON_EXCLUDE = {"__main__.py", "demo.py"}
 
 def blender_ext_tool(python: Path) -> Path:
     """Blender's own extension tool, shipped inside the bpy module of `python`'s environment."""
-    found = sorted(python.parent.parent.glob("lib/python*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    pattern = "lib/python*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"
+    found = sorted(python.parent.parent.glob(pattern))
     if not found:
         sys.exit("blender_ext.py not found in the bpy module of .venv")
     return found[-1]
@@ -267,7 +271,8 @@ def command_train_mini(args: list[str]) -> int:
     dataset = [str(python), "-m", "blender_addon", "dataset", "--size", str(recipe["render_size"])]
     spritediff = [str(python), "-m", "spritediff_core"]
     steps = [
-        ("training data", dataset + ["--characters", str(recipe["train_characters"]), "--seed", "1", "--out", str(data)]),
+        ("training data", dataset + ["--characters", str(recipe["train_characters"]), "--seed", "1",
+                                     "--out", str(data)]),
         ("held-out data", dataset + ["--characters", str(recipe["heldout_characters"]), "--seed", "2",
                                      "--out", str(heldout)]),
     ]

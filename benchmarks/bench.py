@@ -88,7 +88,7 @@ def measure(model: str, size: int, frames: int, steps: int, mode: str, repeats: 
         stamps = []
         started = time.perf_counter()
 
-        def on_step(_pipe, _index, _t, values):
+        def on_step(_pipe, _index, _t, values, stamps=stamps):
             if pipe.device.type == "cuda":
                 torch.cuda.synchronize()  # timing only; the pipeline itself never waits per step
             stamps.append(time.perf_counter())

@@ -15,9 +15,10 @@ import numpy as np
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from .actions import ActionState, action_fcurves, assign_action
 from spritediff_core import framing, poses, rig
 from spritediff_core.errors import SpriteDiffError
+
+from .actions import ActionState, action_fcurves, assign_action
 
 
 class PoseReadError(SpriteDiffError):
@@ -38,7 +39,8 @@ def find_armature(name: str | None) -> bpy.types.Object:
         if obj is None or obj.type != "ARMATURE":
             armatures = [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
             if len(armatures) != 1:
-                raise PoseReadError("no armature selected: select one, pick it in the Sprites panel, or pass --armature")
+                raise PoseReadError("no armature selected: select one, pick it in the Sprites panel, "
+                                    "or pass --armature")
             obj = armatures[0]
         return obj
     return _named_object(name, "ARMATURE", "an armature")
@@ -56,7 +58,8 @@ def _named_object(name: str, kind: str, what: str) -> bpy.types.Object:
 def find_camera(scene: bpy.types.Scene, name: str | None) -> bpy.types.Object:
     if name is None:
         if scene.camera is None:
-            raise PoseReadError(f"scene {scene.name!r} has no camera: add one, pick it in the Sprites panel, or pass --camera")
+            raise PoseReadError(f"scene {scene.name!r} has no camera: add one, pick it in the Sprites panel, "
+                                "or pass --camera")
         return scene.camera
     return _named_object(name, "CAMERA", "a camera")
 

@@ -60,7 +60,8 @@ def options_from_args(args: argparse.Namespace) -> GenerateOptions:
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
         bone_map=args.bone_map, frames=args.frames, frame_range=args.range, loop=args.loop,
         auto_frame=not args.no_auto_frame, frame_with=tuple(args.frame_with), reference_path=args.reference,
-        width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
+        width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        device=args.device, dtype=args.dtype,
         atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, alpha=args.alpha,
         preview_plane=args.preview_plane, sequential_guidance=args.sequential_guidance,
         attention_chunk_size=args.attention_chunk, decode_chunk_size=args.decode_chunk,
@@ -166,7 +167,8 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     gen = commands.add_parser("generate", help="generate sprites for an Action (frames, atlas, .blend data)")
     add_scene_arguments(gen)
-    gen.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
+    gen.add_argument("--model",
+                      help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
     gen.add_argument("--reference", required=True, help="the character picture")
     gen.add_argument("--steps", type=int, default=25)
     gen.add_argument("--guidance", type=float, default=3.5)
@@ -206,7 +208,8 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     demo = commands.add_parser("demo", help="build the demo scene, draw the presets' poses, generate frames")
     demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--model", help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
+    demo.add_argument("--model",
+                       help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
     demo.add_argument("--size", type=int, default=None,
                       help="generation size (default: the model's native size, 64 for spritediff-mini; else 512)")
     demo.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 3 for the tiny model)")

@@ -47,12 +47,14 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from . import armature_reader as reader
-from . import rig_builder
-from .actions import action_fcurves, assign_action
 from spritediff_core import dataset_images, drawing, files, framing, poses
 from spritediff_core.dataset import DATASET_FORMAT as FORMAT  # the core reads what this writes
 from spritediff_core.errors import SpriteDiffError
+
+from . import armature_reader as reader
+from . import rig_builder
+from .actions import action_fcurves, assign_action
+
 VERSION = 1
 MANIFEST = "dataset.json"
 CHARACTER_FILE = "character.json"
@@ -564,7 +566,8 @@ def build_body(scene: bpy.types.Scene, armature: bpy.types.Object, recipe: dict[
     upper_colour, fore_colour = sleeve_colour[recipe["sleeves"]]
     for side in ("L", "R"):
         parts.ellipsoid(f"shoulder.{side}", t(f"shoulder.{side}"), (limb * 1.25,) * 3, upper_colour, 8)
-        parts.tube(f"upper_arm.{side}", h(f"upper_arm.{side}"), t(f"upper_arm.{side}"), limb * 1.15, limb, upper_colour, 8)
+        parts.tube(f"upper_arm.{side}", h(f"upper_arm.{side}"), t(f"upper_arm.{side}"), limb * 1.15, limb,
+                   upper_colour, 8)
         parts.ellipsoid(f"forearm.{side}", h(f"forearm.{side}"), (limb,) * 3, fore_colour, 8)
         parts.tube(f"forearm.{side}", h(f"forearm.{side}"), t(f"forearm.{side}"), limb, limb * 0.85, fore_colour, 8)
         hand_length = (t(f"hand.{side}") - h(f"hand.{side}")).length

@@ -21,9 +21,10 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import armature_reader as reader
 from spritediff_core import files
 from spritediff_core.errors import GenerationCancelled, SpriteDiffError
+
+from . import armature_reader as reader
 
 
 @dataclass

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import bpy
 
-from . import dependencies
 from spritediff_core.errors import SpriteDiffError
+
+from . import dependencies
 from .generation import GenerationJob, finish, prepare, read_sequence, release_pipelines
 from .preferences import preferences
 from .properties import options_from_settings

@@ -4,10 +4,10 @@ No `from __future__ import annotations` here: Blender reads the property annotat
 """
 
 import bpy
-from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
-                       StringProperty)
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from spritediff_core import rig
+
 from .generation import GenerateOptions
 
 

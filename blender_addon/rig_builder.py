@@ -10,8 +10,9 @@ from typing import Any
 import bpy
 from mathutils import Euler, Vector
 
-from .actions import assign_action
 from spritediff_core import rig
+
+from .actions import assign_action
 
 DEFAULT_RIG = "spritediff_character"
 PRESETS = ("idle", "walk", "run", "jump", "attack")
@@ -72,8 +73,7 @@ def add_preset_action(obj: bpy.types.Object, preset: str | dict) -> bpy.types.Ac
     try:
         touched: set[str] = set()
         for key in data["keyframes"]:
-            for bone_name, channels in key["bones"].items():
-                touched.add(bone_name)
+            touched.update(key["bones"])
         for key in data["keyframes"]:
             frame = key["frame"]
             for bone_name in sorted(touched):

@@ -124,10 +124,10 @@ def apply_model_switches(pipe, args: argparse.Namespace) -> None:
 
 
 def convert(args: argparse.Namespace) -> Path:
+    import torch
+
     from .convert import convert_weights
     from .devices import resolve_dtype
-
-    import torch
 
     dtype = resolve_dtype(args.dtype, torch.device("cpu")) if args.dtype else None
     destination = convert_weights(args.source, args.destination, dtype)

@@ -114,7 +114,8 @@ def load_dataset(path: str | Path) -> Dataset:
         raise InvalidInputError(f"dataset folder {root} does not exist")
     info = _read_json(root / "dataset.json", "a spritediff dataset (made by `python -m blender_addon dataset`)")
     if info.get("format") != DATASET_FORMAT:
-        raise InvalidInputError(f"{root / 'dataset.json'}: format is {info.get('format')!r}, expected {DATASET_FORMAT!r}")
+        raise InvalidInputError(f"{root / 'dataset.json'}: format is {info.get('format')!r}, "
+                                f"expected {DATASET_FORMAT!r}")
     characters = tuple(_read_character(root / name) for name in info.get("characters", []))
     if not characters:
         raise InvalidInputError(f"dataset {root} has no complete characters yet")

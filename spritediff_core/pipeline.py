@@ -15,8 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel,
-                       UNetMotionModel)
+from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel, UNetMotionModel
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 from tqdm.auto import tqdm
@@ -188,7 +187,8 @@ class SpriteSheetPipeline:
             image_encoder = CLIPVisionModelWithProjection.from_pretrained(layout.image_encoder,
                                                                           local_files_only=True)
         except (OSError, ValueError) as error:
-            raise WeightsNotFoundError(f"{layout.image_encoder}: cannot load the CLIP image encoder ({error})") from error
+            raise WeightsNotFoundError(f"{layout.image_encoder}: cannot load the CLIP image encoder "
+                                       f"({error})") from error
         scheduler = make_scheduler(inference)
         pipe = cls(vae, image_encoder, reference_unet, denoising_unet, pose_guider, scheduler, device, dtype)
         pipe.model_card = read_model_card(layout.root)

@@ -32,8 +32,8 @@ if __name__ == "__main__":  # run as a script: the repository root holds blender
 # Blender's module writes user resources into the home folder unless told otherwise (as in conftest.py).
 os.environ.setdefault("BLENDER_USER_RESOURCES", str(Path(__file__).parent / ".blender_user"))
 
-import bpy  # noqa: E402  (first: the bmesh module exists once bpy is loaded)
 import bmesh  # noqa: E402
+import bpy  # noqa: E402  (first: the bmesh module exists once bpy is loaded)
 from mathutils import Matrix, Vector  # noqa: E402
 
 from blender_addon import rig_builder  # noqa: E402
@@ -358,7 +358,7 @@ def build_dwarf(path: Path) -> tuple[Path, str]:
     dome = head + Vector((0, 0, r * 0.45))
     face.sphere(steel, dome, (r * 1.08,) * 3, detail=3, keep=above(-0.1))
     face.torus(dark_steel, dome - Vector((0, 0, r * 0.1)), Vector((0, 0, 1)), r * 1.07, r * 0.12)
-    for side, sign in SIDES:  # horns curl out and up from the helmet's sides
+    for _, sign in SIDES:  # horns curl out and up from the helmet's sides
         base = dome + Vector((sign * r * 0.95, 0, r * 0.3))
         face.loft(horn, [base + Vector((sign * r * x, 0, r * z)) for x, z in ((0, 0), (0.35, 0.1), (0.6, 0.45),
                                                                               (0.62, 0.85))],
@@ -376,7 +376,7 @@ def build_dwarf(path: Path) -> tuple[Path, str]:
                                              (hip_half * 1.55, hip_half, c.length("hips") * 1.3)))
 
     arm, leg = r * 0.38, hip_half * 0.85
-    for side, sign in SIDES:
+    for side, _ in SIDES:
         shoulder, upper, fore, hand, thigh, shin, foot = limb_bones(side)
         c.attach(shoulder, shoulder, Part().sphere(tunic, c.tail(shoulder), (arm * 1.35,) * 3))
         c.attach(upper, upper, Part().cylinder(tunic, c.head(upper), c.tail(upper), arm * 1.15, arm))
@@ -447,7 +447,7 @@ def build_elf(path: Path) -> tuple[Path, str]:
 
     arm = r * 0.35
     leg = arm * 0.9
-    for side, sign in SIDES:
+    for side, _ in SIDES:
         shoulder, upper, fore, hand, thigh, shin, foot = limb_bones(side)
         c.attach(shoulder, shoulder, Part().sphere(robe, c.tail(shoulder), (arm * 1.4,) * 3))
         c.attach(upper, upper, Part().cylinder(robe, c.head(upper), c.tail(upper), arm * 1.2, arm * 1.1))
@@ -532,7 +532,7 @@ def build_robot(path: Path) -> tuple[Path, str]:
                   bevel=hip_half * 0.05))
 
     limb = r * 0.3
-    for side, sign in SIDES:
+    for side, _ in SIDES:
         shoulder, upper, fore, hand, thigh, shin, foot = limb_bones(side)
         guard = c.tail(shoulder) + Vector((sign * limb * 0.3, 0, 0))  # domed shoulder guards with a gold rim
         c.attach(shoulder, f"pauldron.{side}",

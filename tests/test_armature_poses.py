@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from mathutils import Euler, Matrix, Vector  # noqa: E402
+from mathutils import Euler, Vector  # noqa: E402
 
 from blender_addon import armature_reader as reader  # noqa: E402
 from blender_addon import rig_builder  # noqa: E402
@@ -134,7 +134,8 @@ for side, word in (("L", "Left"), ("R", "Right")):
                          f"hand.{side}": f"{word}Hand", f"thigh.{side}": f"{word}UpLeg",
                          f"shin.{side}": f"{word}Leg", f"foot.{side}": f"{word}Foot",
                          f"shoulder.{side}": f"{word}Shoulder"})
-    GENERIC_NAMES.update({f"upper_arm.{side}": f"upperarm_{side.lower()}", f"forearm.{side}": f"lowerarm_{side.lower()}",
+    GENERIC_NAMES.update({f"upper_arm.{side}": f"upperarm_{side.lower()}",
+                          f"forearm.{side}": f"lowerarm_{side.lower()}",
                           f"hand.{side}": f"hand_{side.lower()}", f"thigh.{side}": f"thigh_{side.lower()}",
                           f"shin.{side}": f"calf_{side.lower()}", f"foot.{side}": f"foot_{side.lower()}",
                           f"shoulder.{side}": f"clavicle_{side.lower()}"})

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from sprites import alpha_of, on_black, sprite
 
 from spritediff_core.atlas import Animation, PackOptions, build_atlas, restore_frame, union_box
 from spritediff_core.cli import main
@@ -15,7 +16,6 @@ from spritediff_core.errors import InvalidInputError
 from spritediff_core.matting import OutlineHint, alpha_iou, matte_frame
 from spritediff_core.pixelart import add_outline, apply_palette, build_palette, scale_to_height
 from spritediff_core.previews import save_preview
-from sprites import alpha_of, on_black, sprite
 
 
 # ---------------------------------------------------------------- transparency

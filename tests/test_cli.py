@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import MOORE_TINY, TINY_WEIGHTS
 from PIL import Image
 
-from conftest import MOORE_TINY, TINY_WEIGHTS
 from spritediff_core.cli import find_pose_images, main
 
 

@@ -92,7 +92,8 @@ def test_same_seed_same_characters_and_pixels_other_seed_other_characters(datase
                               rgba(again / "char_0000" / "reference" / f"{view}.png"))
     other = make_dataset(tmp_path / "other", characters=1, seed=4)
     assert json.loads((other / "char_0000" / "character.json").read_text())["recipe"] != first["recipe"]
-    characters = [json.loads((dataset / n / "character.json").read_text())["recipe"] for n in ("char_0000", "char_0001")]
+    characters = [json.loads((dataset / n / "character.json").read_text())["recipe"]
+                  for n in ("char_0000", "char_0001")]
     assert characters[0] != characters[1]
 
 
@@ -123,8 +124,10 @@ def make_blend(path: Path) -> None:
         x = armature.data.bones[bone].head_local.x
         mesh = bpy.data.meshes.new(bone)
         half = [s / 2 for s in size]
-        corners = [(x + sx * half[0], sy * half[1], z + sz * half[2]) for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
-        mesh.from_pydata(corners, [], [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+        corners = [(x + sx * half[0], sy * half[1], z + sz * half[2])
+                   for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
+        faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+        mesh.from_pydata(corners, [], faces)
         obj = bpy.data.objects.new(f"part_{bone}", mesh)
         scene.collection.objects.link(obj)
         obj.parent, obj.parent_type, obj.parent_bone = armature, "BONE", bone

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import DWPOSE_DRAW
 from PIL import Image
 
-from conftest import DWPOSE_DRAW
 from spritediff_core.drawing import draw_pose, draw_pose_array, stroke_scale_for
 from spritediff_core.poses import PoseFrame
 

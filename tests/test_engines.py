@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_atlas import walk_and_jump
 
 from spritediff_core.atlas import PackOptions, build_atlas
 from spritediff_core.engine_formats import write_atlas
-from test_atlas import walk_and_jump
 
 ENGINES = Path(__file__).parent / "engines"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import TINY_WEIGHTS
 from PIL import Image
 
-from conftest import TINY_WEIGHTS
 from spritediff_core.cli import main
 from spritediff_core.dataset import load_dataset
 from spritediff_core.drawing import draw_pose

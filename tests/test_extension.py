@@ -7,19 +7,17 @@ fixture model; drives the job's poll loop and cancels it; checks errors leave th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import importlib.util
-
 import pytest
 
 bpy = pytest.importorskip("bpy")
 import addon_utils  # noqa: E402
-
 from conftest import MOORE_TINY, TINY_WEIGHTS  # noqa: E402
 
 MODULE = "bl_ext.user_default.spritediff"

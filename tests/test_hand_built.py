@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
+from hand_built_characters import build_hand_built_characters  # noqa: E402
 from PIL import Image  # noqa: E402
+from test_dataset import SIZE, check_character  # noqa: E402
 
 from blender_addon.cli import main as cli_main  # noqa: E402
-from hand_built_characters import build_hand_built_characters  # noqa: E402
 from spritediff_core.dataset_images import keypoints_on_silhouette  # noqa: E402
 from spritediff_core.poses import PoseSequence  # noqa: E402
-from test_dataset import SIZE, check_character  # noqa: E402
 
 
 def test_the_hand_built_elf_renders_whole_with_its_keypoints_on_it(tmp_path):

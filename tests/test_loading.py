@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 import yaml
+from conftest import TINY_WEIGHTS
 from safetensors.torch import save_file
 
-from conftest import TINY_WEIGHTS
 from spritediff_core import (
     SpriteSheetPipeline,
     UnsupportedConfigError,

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from training_data import STANDING
 
 from spritediff_core import SpriteSheetPipeline
 from spritediff_core.cli import main
@@ -17,8 +18,6 @@ from spritediff_core.matting import OutlineHint, matte_frame
 from spritediff_core.poses import PoseFrame
 from spritediff_core.rig import rigs_directory
 from spritediff_core.weights import DEFAULT_MODEL, read_model_card
-
-from training_data import STANDING
 
 SIZE = 64
 # The weights ship only when final (every committed version stays in the history); until then a checkout

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_WEIGHTS
 from PIL import Image
 
-from conftest import TINY_WEIGHTS
 from spritediff_core import GenerationCancelled, InvalidInputError, SpriteSheetPipeline
 from spritediff_core.context import context_windows
 from spritediff_core.devices import resolve_device, resolve_dtype

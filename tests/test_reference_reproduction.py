@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import MOORE_TINY
+
 from spritediff_core.context import context_windows
 
 TOLERANCE = 1e-4

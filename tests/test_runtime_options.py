@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import MOORE_TINY, TINY_WEIGHTS
+
 from spritediff_core import InvalidInputError, SpriteSheetPipeline
 from spritediff_core.pipeline import RuntimeOptions
 

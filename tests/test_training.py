@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from training_data import write_tiny_dataset
 
 from spritediff_core.errors import InvalidInputError
@@ -97,9 +96,10 @@ def test_resume_continues_exactly(data, mini_folder, tmp_path, options):
         b = load_file(str(tmp_path / "resumed" / "model" / f"{name}.safetensors"))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
-    straight_losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
-    assert losses == straight_losses
+    def logged_losses(run: str) -> list[float]:
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+
+    assert logged_losses("resumed") == logged_losses("straight")
 
 
 def test_ema_model_is_the_average_and_training_goes_on_with_the_raw_weights(data, mini_folder, tmp_path):

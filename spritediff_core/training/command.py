@@ -7,7 +7,8 @@ from dataclasses import fields
 
 
 def train(args: argparse.Namespace) -> None:
-    from .trainer import TrainSettings, train as run_training
+    from .trainer import TrainSettings
+    from .trainer import train as run_training
 
     names = {f.name for f in fields(TrainSettings)}
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})

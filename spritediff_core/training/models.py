@@ -31,9 +31,20 @@ from ..errors import WeightsNotFoundError
 from ..models.denoising_unet import build_denoising_unet, load_denoising_unet_weights
 from ..models.pose_guider import build_pose_guider
 from ..pipeline import REFERENCE_HEAD
-from ..weights import (IMAGE_ENCODER_DIR, INFERENCE_CONFIG, MODEL_CARD, UNET_CONFIG, VAE_DIR, InferenceConfig,
-                       load_checked, load_state_dict, locate_weights, read_inference_config, read_model_card,
-                       read_unet_config)
+from ..weights import (
+    IMAGE_ENCODER_DIR,
+    INFERENCE_CONFIG,
+    MODEL_CARD,
+    UNET_CONFIG,
+    VAE_DIR,
+    InferenceConfig,
+    load_checked,
+    load_state_dict,
+    locate_weights,
+    read_inference_config,
+    read_model_card,
+    read_unet_config,
+)
 
 
 @dataclass
@@ -96,7 +107,8 @@ def load_parts(path: str | Path) -> ModelParts:
                                 load_state_dict(layout.motion_module), layout.motion_module.name)
     full = motion_unet.state_dict()
     spatial_unet.load_state_dict({k: v for k, v in full.items() if ".motion_modules." not in k}, strict=True)
-    motion_state = {k: v.clone() for k, v in full.items() if ".motion_modules." in k and not k.endswith(".pos_embed.pe")}
+    motion_state = {k: v.clone() for k, v in full.items()
+                    if ".motion_modules." in k and not k.endswith(".pos_embed.pe")}
     del motion_unet, full
     pose_guider = build_pose_guider(load_state_dict(layout.pose_guider), layout.pose_guider.name,
                                     unet_config["block_out_channels"][0])

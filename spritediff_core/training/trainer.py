@@ -35,11 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil
 
@@ -372,8 +370,9 @@ class Trainer:
             self.bank.keys_values.clear()
             if not drop:
                 with self.bank.recording_pass():
-                    self.parts.reference_unet(reference_latents, torch.zeros(size, dtype=torch.long, device=self.device),
-                                              encoder_hidden_states=embeds, return_dict=False)
+                    timestep_zero = torch.zeros(size, dtype=torch.long, device=self.device)
+                    self.parts.reference_unet(reference_latents, timestep_zero, encoder_hidden_states=embeds,
+                                              return_dict=False)
             if stage2:
                 features = self.parts.pose_guider(poses.transpose(1, 2).flatten(0, 1))
                 features = features.unflatten(0, (size, frames)).transpose(1, 2)
