@@ -245,18 +245,23 @@ class SpriteSheetPipeline:
         unconditional half first when `guidance` (as one UNet call, or two with `sequential`).
         Needs `record_reference` first."""
         if guidance and sequential:
-            return torch.cat([self._unet(latents, timestep, torch.zeros_like(image_embeds), pose_features, 1, 1),
-                              self._unet(latents, timestep, image_embeds, pose_features, 0, 1)])
+            return torch.cat([
+                self._unet(latents, timestep, torch.zeros_like(image_embeds), pose_features,
+                           unconditional_samples=1, samples=1),
+                self._unet(latents, timestep, image_embeds, pose_features, unconditional_samples=0, samples=1)])
         if guidance:
             embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds])
             return self._unet(latents.repeat(2, 1, 1, 1, 1), timestep, embeds, pose_features.repeat(2, 1, 1, 1, 1),
-                              1, 2)
-        return self._unet(latents, timestep, image_embeds, pose_features, 0, 1)
+                              unconditional_samples=1, samples=2)
+        return self._unet(latents, timestep, image_embeds, pose_features, unconditional_samples=0, samples=1)
 
-    def _unet(self, latents, timestep, image_embeds, pose_features, unconditional: int, samples: int):
+    def _unet(self, latents, timestep, image_embeds, pose_features, *, unconditional_samples: int, samples: int):
+        """One denoising-UNet call on `samples` stacked samples, the first `unconditional_samples` of them
+        without the reference (the ReferenceNet's features are left out of their attention)."""
         frames = latents.shape[2]
         embeds = image_embeds.unsqueeze(1).repeat_interleave(frames, dim=0)
-        with self._bank.unet_call(unconditional, samples), pose_conditioning(self.denoising_unet, pose_features):
+        with self._bank.unet_call(unconditional_samples=unconditional_samples, samples=samples), \
+                pose_conditioning(self.denoising_unet, pose_features):
             return self.denoising_unet(latents.to(self.dtype), timestep, encoder_hidden_states=embeds,
                                        return_dict=False)[0]
 
@@ -356,7 +361,8 @@ class SpriteSheetPipeline:
                 raise GenerationCancelled("generation cancelled")
             if output_type == "latent":
                 return latents
-            self.offload_models()  # the denoising UNet leaves before the VAE decodes
+            # 7. Decode, with every other model sent back first (model CPU offload).
+            self.offload_models()
             if output_type == "pil":
                 frames = self.decode_images(latents, options.decode_chunk_size)
             else:
@@ -424,49 +430,45 @@ class SpriteSheetPipeline:
     def _generate(self, reference, poses, width, height, steps, guidance_scale, seed, generator,
                   context_frames, overlap, loop, callback, tensor_inputs, show_progress,
                   options: RuntimeOptions) -> torch.Tensor | None:
-        guidance = guidance_scale > 1.0
         num_frames = len(poses)
-        scheduler = make_solver(self.scheduler, options.solver)  # per call: no shared timestep state
-        # The scheduler works on CPU timesteps (its tables live there); the UNet gets a device copy made once,
-        # so no step waits for the device.
+        # 1. Timesteps, on a scheduler of this call's own (no timestep state shared between calls). The
+        # scheduler works on CPU timesteps (its tables live there); the UNet gets a device copy made once, so
+        # no step waits for the device.
+        scheduler = make_solver(self.scheduler, options.solver)
         scheduler.set_timesteps(steps)
         device_timesteps = scheduler.timesteps.to(self.device)
+        # 2. Initial noise, drawn on the CPU so a seed means the same on every device.
         latents = self.initial_latents(num_frames, width, height, seed, generator).to(self.device)
         latents = latents * scheduler.init_noise_sigma
+        # 3. Conditions: the reference (CLIP embedding, VAE latents) and the poses (PoseGuider features).
         encoded = self.encode_reference(reference, width, height)
         pose_features = self.encode_poses(poses, width, height)
+        # 4. Context windows over the frames, and how many windows cover each frame (overlaps are averaged).
         windows = [torch.tensor(window, device=self.device)
                    for window in context_windows(num_frames, context_frames, overlap, loop)]
         counts = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
         for window in windows:
             counts.index_add_(2, window, torch.ones((1, 1, len(window), 1, 1), device=self.device))
 
+        # 5. The reference, once: the ReferenceNet's attention inputs, read by every denoising step.
         settings = RunSettings(options.exact_speedups, options.attention_chunk_size)
         with self._bank.active(settings):
             self.record_reference(encoded.latents, encoded.image_embeds)
+            # 6. Denoising loop.
             bar = tqdm(total=steps, disable=None if show_progress is None else not show_progress,
                        desc="spritediff", unit="step")
             try:
                 guided = None
                 for index, timestep in enumerate(scheduler.timesteps):
                     if guided is None or index % options.reuse_prediction_every == 0:
-                        prediction = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
-                        for window in windows:
-                            if self._cancel.is_set():
-                                return None
-                            prediction.index_add_(2, window, self.predict(
-                                latents.index_select(2, window), device_timesteps[index], encoded.image_embeds,
-                                pose_features.index_select(2, window), guidance, options.sequential_guidance,
-                            ).float())
-                        prediction = prediction / counts
-                        if guidance:
-                            unconditional, conditional = prediction.chunk(2)
-                            prediction = unconditional + guidance_scale * (conditional - unconditional)
-                        guided = prediction
+                        guided = self._denoise_step(latents, device_timesteps[index], encoded.image_embeds,
+                                                    pose_features, windows, counts, guidance_scale,
+                                                    options.sequential_guidance)
+                        if guided is None:
+                            return None
                     elif self._cancel.is_set():
                         return None
-                    prediction = guided
-                    latents = scheduler.step(prediction, timestep, latents, **step_arguments(scheduler)).prev_sample
+                    latents = scheduler.step(guided, timestep, latents, **step_arguments(scheduler)).prev_sample
                     if callback is not None:
                         values = {"latents": latents} if "latents" in tensor_inputs else {}
                         returned = callback(self, index, timestep, values) or {}
@@ -475,6 +477,26 @@ class SpriteSheetPipeline:
             finally:
                 bar.close()
         return latents
+
+    def _denoise_step(self, latents: torch.Tensor, timestep: torch.Tensor, image_embeds: torch.Tensor,
+                      pose_features: torch.Tensor, windows: list[torch.Tensor], counts: torch.Tensor,
+                      guidance_scale: float, sequential_guidance: bool) -> torch.Tensor | None:
+        """The guided prediction for all frames at one timestep: each context window predicted, overlaps
+        averaged, then classifier-free guidance. None when cancelled."""
+        guidance = guidance_scale > 1.0
+        prediction = torch.zeros((2 if guidance else 1, *latents.shape[1:]), device=self.device)
+        for window in windows:
+            if self._cancel.is_set():
+                return None
+            prediction.index_add_(2, window, self.predict(
+                latents.index_select(2, window), timestep, image_embeds, pose_features.index_select(2, window),
+                guidance, sequential_guidance,
+            ).float())
+        prediction = prediction / counts
+        if not guidance:
+            return prediction
+        unconditional, conditional = prediction.chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
 
     def _release_memory(self) -> None:
         gc.collect()

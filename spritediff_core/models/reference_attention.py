@@ -76,7 +76,7 @@ class ReferenceBank:
             self.settings = RunSettings()
 
     @contextmanager
-    def unet_call(self, unconditional_samples: int, samples: int) -> Iterator[None]:
+    def unet_call(self, *, unconditional_samples: int, samples: int) -> Iterator[None]:
         """Which leading samples of the next denoising-UNet call are the unconditional half."""
         self.unconditional_samples, self.samples = unconditional_samples, samples
         try:

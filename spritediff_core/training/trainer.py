@@ -381,7 +381,8 @@ class Trainer:
             else:
                 features = self.parts.pose_guider(poses).unsqueeze(2)
                 unet = self.parts.spatial_unet
-            with self.bank.unet_call(1 if drop else 0, 1), pose_conditioning(unet, features):
+            with self.bank.unet_call(unconditional_samples=1 if drop else 0, samples=1), \
+                    pose_conditioning(unet, features):
                 prediction = unet(noisy, timesteps, encoder_hidden_states=embeds, return_dict=False)[0]
             loss = min_snr_loss(self.scheduler, prediction, target, timesteps)
             if backward:  # inside the bank's context: checkpointed layers re-read the reference
