@@ -16,7 +16,7 @@ from pathlib import Path
 import bpy
 from PIL import Image
 
-from spritediff_core import drawing, rig, sheets, weights
+from spritediff_core import contact_sheets, drawing, rig, weights
 
 from . import armature_reader as reader
 from . import rig_builder
@@ -53,7 +53,7 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
     for sequence in sequences:
         drawing.write_pose_sequence(sequence, out / "poses" / sequence.name)
         pose_rows.append((sequence.name, [drawing.draw_pose(f, stroke_scale="auto") for f in sequence.frames]))
-    sheets.contact_sheet(pose_rows).save(out / "poses_contact_sheet.png")
+    contact_sheets.contact_sheet(pose_rows).save(out / "poses_contact_sheet.png")
 
     frame_rows, rows = [], []
     for name in names:
@@ -69,7 +69,7 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
                      "loop": bool(result["sequence"]["spritediff_loop"]),
                      "seconds": json.loads(result["atlas"]["spritediff"])["seconds"],
                      "atlas": str(paths["atlas"].relative_to(out)), "preview": str(paths["preview"].relative_to(out))})
-    sheets.contact_sheet(frame_rows).save(out / "sprites_contact_sheet.png")
+    contact_sheets.contact_sheet(frame_rows).save(out / "sprites_contact_sheet.png")
     bpy.ops.wm.save_as_mainfile(filepath=str((out / "demo.blend").resolve()))
 
     summary = {"model": str(model_dir), "model_name": weights.read_model_card(model_dir).get("name"),

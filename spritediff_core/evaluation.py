@@ -300,7 +300,7 @@ def evaluation_sheet(rows: list[tuple[str, str, list]], cell: int = SHEET_CELL):
     import numpy as np
     from PIL import Image
 
-    from .sheets import contact_sheet
+    from .contact_sheets import contact_sheet
 
     gap = 4
     cells = [("", [_enlarged_to_cell(image, cell) for image in images]) for _, _, images in rows]

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
-from .context import context_windows
+from .context_windows import context_windows
 from .devices import resolve_device, resolve_dtype
 from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning

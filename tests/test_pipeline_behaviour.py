@@ -12,7 +12,7 @@ from conftest import TINY_WEIGHTS
 from PIL import Image
 
 from spritediff_core import GenerationCancelled, InvalidInputError, SpriteSheetPipeline
-from spritediff_core.context import context_windows
+from spritediff_core.context_windows import context_windows
 from spritediff_core.devices import resolve_device, resolve_dtype
 from spritediff_core.pipeline import flatten_onto_black
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import MOORE_TINY
 
-from spritediff_core.context import context_windows
+from spritediff_core.context_windows import context_windows
 
 TOLERANCE = 1e-4
 

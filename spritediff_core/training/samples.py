@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from ..contact_sheets import contact_sheet
 from ..pipeline import SpriteSheetPipeline, make_scheduler
-from ..sheets import contact_sheet
 
 if TYPE_CHECKING:
     from .trainer import Trainer
