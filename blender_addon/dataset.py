@@ -47,9 +47,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from spritediff_core import dataset_images, drawing, files, framing, poses
+from spritediff_core import dataset_images, drawing, framing, poses
 from spritediff_core.dataset import DATASET_FORMAT as FORMAT  # the core reads what this writes
 from spritediff_core.errors import SpriteDiffError
+from spritediff_core.output_layout import frame_names
 
 from . import armature_reader as reader
 from . import rig_builder
@@ -855,7 +856,7 @@ def render_clip(scene, armature, subject: Subject, action, plan: ClipPlan, bone_
     scene.camera = camera
     sequence = read_framed(scene, armature, action, camera, bone_map, size, with_hands)
     folder.mkdir(parents=True)
-    names = files.frame_names(len(sequence))
+    names = frame_names(len(sequence))
     render_frames(scene, armature, action, sequence.metadata["scene_frames"], folder, names)
     drawing.write_pose_sequence(sequence, folder)
     write_json(folder / "clip.json", {"motion": plan.motion, "preset": plan.preset, "variation": plan.variation,

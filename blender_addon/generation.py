@@ -21,7 +21,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from spritediff_core import files
+from spritediff_core import staged_writes
 from spritediff_core.errors import GenerationCancelled, SpriteDiffError
 
 from . import armature_reader as reader
@@ -96,7 +96,7 @@ def load_reference(options: GenerateOptions):
         return _reference_from_blender_image(options.reference_image)
     if not options.reference_path:
         raise SpriteDiffError("no reference picture: choose an image file or a Blender image")
-    return files.open_image(Path(bpy.path.abspath(options.reference_path)), "reference picture")
+    return staged_writes.open_image(Path(bpy.path.abspath(options.reference_path)), "reference picture")
 
 
 def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
@@ -275,12 +275,13 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     record = settings_record(prepared, job.seconds)
     out = Path(bpy.path.abspath(options.output_dir)) / prepared.name
     from spritediff_core.atlas import PackOptions
+    from spritediff_core.output_layout import save_animation
     from spritediff_core.sheet import SheetOptions
 
     pack = PackOptions(layout="grid" if options.atlas_columns else "maxrects",
                        columns=options.atlas_columns, padding=options.atlas_padding)
     sheet = SheetOptions(alpha=options.alpha, pack=pack)
-    paths = files.save_animation(out, prepared.name, job.frames, {"seed": options.seed, "model": options.model},
+    paths = save_animation(out, prepared.name, job.frames, {"seed": options.seed, "model": options.model},
                                  prepared.fps, prepared.loop, prepared.pose_images, prepared.reference, sheet)
     created: list = []  # (collection, datablock), removed again if a later step fails
     try:

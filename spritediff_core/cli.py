@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import SpriteDiffError
-from .files import open_image, save_frames
+from .staged_writes import open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -44,6 +44,7 @@ def generate(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
+    from .output_layout import save_frames
     from .pipeline import SpriteSheetPipeline
     from .weights import generation_size, resolve_model
 
@@ -165,8 +166,8 @@ def _read_settings(folder: Path) -> dict:
 def pack(args: argparse.Namespace) -> Path:
     """Frame folders (one animation each) -> one transparent, anchored, packed sheet with engine metadata."""
     from .atlas import Animation, PackOptions
-    from .files import staged_directory
     from .sheet import SheetOptions, write_sheet
+    from .staged_writes import staged_directory
 
     if args.name and len(args.name) != len(args.frames_dirs):
         raise SpriteDiffError(f"--name was given {len(args.name)} times for {len(args.frames_dirs)} folders")
@@ -199,7 +200,7 @@ def pack(args: argparse.Namespace) -> Path:
     )
     with staged_directory(args.out) as staging:
         atlas, written = write_sheet(animations, staging, args.basename, options)
-        from .files import write_json
+        from .staged_writes import write_json
 
         write_json(staging / "generation.json", {"files": [p.name for p in written], "format": args.format})
     print(f"packed {len(atlas.frames)} frames of {len(animations)} animation(s) into {len(atlas.pages)} "

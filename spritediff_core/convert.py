@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import InvalidInputError
-from .files import staged_directory
+from .staged_writes import staged_directory
 from .weights import IMAGE_ENCODER_DIR, MODEL_CARD, UNET_CONFIG, VAE_DIR, load_state_dict, locate_weights
 
 # Within the diffusers/transformers folders: pickled weight files and the safetensors name each library reads.

@@ -142,7 +142,7 @@ def pose_image_names(count: int) -> list[str]:
 def write_pose_sequence(sequence: PoseSequence, directory, width: int | None = None, height: int | None = None,
                         stroke_scale: StrokeScale = "auto") -> list[str]:
     """`poses.json` (OpenPose JSON) and one pose PNG per frame into `directory`, all or nothing."""
-    from .files import MANIFEST, staged_directory, write_json
+    from .staged_writes import MANIFEST, staged_directory, write_json
 
     frames = sequence.frames if width is None else [f.scaled_to(width, height or width) for f in sequence.frames]
     sequence = sequence.with_frames(frames)

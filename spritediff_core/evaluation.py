@@ -26,7 +26,7 @@ from typing import Any
 
 from .dataset import REFERENCE_VIEWS
 from .errors import InvalidInputError
-from .files import MANIFEST
+from .staged_writes import MANIFEST
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "contact_sheet.png")
 METRIC_NAMES = ("psnr", "ssim", "iou")
@@ -179,8 +179,8 @@ def pose_images(clip, size: tuple[int, int]) -> list:
     """The clip's pose images; redrawn from poses.json at `size` (strokes scaled as generation does) when the
     stored ones have another size, so strokes are never blurred by resizing."""
     from .drawing import draw_pose
-    from .files import open_image
     from .poses import PoseSequence
+    from .staged_writes import open_image
 
     images = [open_image(path, "pose image").convert("RGB") for path in clip.pose_paths]
     if all(image.size == tuple(size) for image in images):
@@ -208,8 +208,8 @@ def evaluate_clip(pipe, character, clip, reference_view: str, size: tuple[int, i
     import numpy as np
     from PIL import Image
 
-    from .files import open_image
     from .matting import OutlineHint
+    from .staged_writes import open_image
 
     reference = open_image(character.references[reference_view], "reference picture")
     hint = OutlineHint.from_reference(reference)
@@ -327,9 +327,9 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
 
     from . import __version__
     from .dataset import load_dataset
-    from .files import staged_directory, write_json
     from .metrics import PSNR_CAP_DB
     from .pipeline import SpriteSheetPipeline
+    from .staged_writes import staged_directory, write_json
 
     settings.check()
     dataset = load_dataset(settings.data)

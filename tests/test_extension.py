@@ -106,7 +106,8 @@ def test_registered_ui(ext):
     assert bpy.types.VIEW3D_PT_spritediff.bl_category == "Sprites"
     for name in ("generate", "cancel", "preview_poses", "install_dependencies"):
         assert hasattr(bpy.ops.spritediff, name)
-    assert sys.modules[f"{MODULE}.generation"].files.__name__ == MODULE + ".spritediff_core.files"  # vendored
+    vendored = sys.modules[f"{MODULE}.generation"].staged_writes.__name__
+    assert vendored == MODULE + ".spritediff_core.staged_writes"
 
 
 def test_installing_packages_honours_blenders_online_access(ext, prefs):

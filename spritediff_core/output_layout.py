@@ -1,0 +1,56 @@
+"""Where one generation's results go (the layout the add-on and `spritediff generate` write): numbered frames
+with their `generation.json`, and an animation's folder of frames, poses and sprite sheet. Above the sheet code,
+which it calls; staged, so a run writes all of it or nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from .atlas import Animation
+from .sheet import SheetOptions, write_sheet
+from .staged_writes import MANIFEST, staged_directory, write_json
+
+
+def frame_names(count: int) -> list[str]:
+    return [f"frame_{index:04d}.png" for index in range(count)]
+
+
+def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
+    """Numbered PNG frames plus `generation.json` (the settings, and the files written), all or nothing."""
+    names = frame_names(len(frames))
+    with staged_directory(directory) as staging:
+        for frame, name in zip(frames, names):
+            frame.save(staging / name)
+        write_json(staging / MANIFEST, {"files": names, **settings})
+    return names
+
+
+def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
+                   pose_images=(), reference=None, sheet_options=None) -> dict[str, Path]:
+    """One animation's results, all or nothing: `frames/` (the generated PNGs + generation.json), `poses/`,
+    and the sheet: transparent, anchored, trimmed atlas `<name>_atlas.png` with its metadata, and previews.
+    Returns the paths written."""
+    directory = Path(directory)
+    names = frame_names(len(frames))
+    options = replace(sheet_options or SheetOptions(), reference=reference)
+    basename = f"{name}_atlas"
+    with staged_directory(directory) as staging:
+        (staging / "frames").mkdir()
+        for frame, frame_name in zip(frames, names):
+            frame.save(staging / "frames" / frame_name)
+        write_json(staging / "frames" / MANIFEST, {"files": names, "animation": name, "fps": fps, "loop": loop,
+                                                   **settings})
+        if pose_images:
+            (staging / "poses").mkdir()
+            for index, pose in enumerate(pose_images):
+                pose.save(staging / "poses" / f"pose_{index:04d}.png")
+        _, written = write_sheet([Animation(name, list(frames), fps, loop)], staging, basename, options)
+        top_level = ["frames", *(p.name for p in written)] + (["poses"] if pose_images else [])
+        write_json(staging / MANIFEST, {"files": top_level, "animation": name})
+    pages = sorted(p.name for p in written if p.name.startswith(basename) and p.suffix == ".png")
+    return {"frames": directory / "frames", "first_frame": directory / "frames" / names[0],
+            "atlas": directory / pages[0], "atlas_pages": [directory / p for p in pages],
+            "atlas_json": directory / f"{basename}.json" if (directory / f"{basename}.json").exists()
+            else directory / f"{pages[0][:-4]}.json",
+            "preview": directory / f"{name}.gif"}
