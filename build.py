@@ -140,7 +140,7 @@ def command_demo(args: list[str]) -> int:
     """The headless demo: rig, five preset motions, pose images, sprite frames, a .blend, under out/demo/.
     Options: --model DIR (real weights; or set SPRITEDIFF_MODEL_DIR), --out DIR, --size N, --steps N."""
     python = ensure_venv()
-    return subprocess.run([str(python), "-m", "blender_addon", "demo", *args], cwd=ROOT,
+    return subprocess.run([str(python), "-m", "blender_addon.demo", *args], cwd=ROOT,
                           env=blender_environment()).returncode
 
 

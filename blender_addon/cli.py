@@ -1,4 +1,4 @@
-"""Headless commands: `python -m blender_addon poses|generate|batch|dataset|demo ...` (and, registered by the extension,
+"""Headless commands: `python -m blender_addon poses|generate|batch|dataset ...` (and, registered by the extension,
 `blender --command spritediff ...`). Exit code 0 on success, 1 on a reported error."""
 
 from __future__ import annotations
@@ -120,12 +120,6 @@ def command_batch(args: argparse.Namespace) -> None:
         raise SpriteDiffError(f"{failures} of {len(items)} batch items failed")
 
 
-def command_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
-
-    run_demo(Path(args.out), model=args.model, size=args.size, steps=args.steps, reference=args.reference)
-
-
 def command_dataset(args: argparse.Namespace) -> None:
     from .dataset import DatasetOptions, run_dataset
 
@@ -206,15 +200,6 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     dataset.add_argument("--first", type=int, default=0, help="index of the first procedural character")
     dataset.set_defaults(run=command_dataset)
 
-    demo = commands.add_parser("demo", help="build the demo scene, draw the presets' poses, generate frames")
-    demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--model",
-                       help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
-    demo.add_argument("--size", type=int, default=None,
-                      help="generation size (default: the model's native size, 64 for spritediff-mini; else 512)")
-    demo.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 3 for the tiny model)")
-    demo.add_argument("--reference", help="character picture (default: rigs/demo_character.png)")
-    demo.set_defaults(run=command_demo)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""The headless demo (`python3 build.py demo`): rig -> five preset motions -> pose images -> sprites.
+"""The headless demo (`python3 build.py demo`, i.e. `python -m blender_addon.demo`): rig -> five preset motions
+-> pose images -> sprites. A repository tool, not part of the extension (the build leaves it out).
 
 Builds a scene from `rigs/` (character rig, preset Actions, side camera), draws every preset's poses with one
 shared framing (contact sheet), then runs Generate Sprites for each preset exactly as the add-on does
@@ -8,8 +9,10 @@ the .blend and a summary, all under the output folder.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -87,3 +90,24 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
     print(f"  outputs in {out}/: poses_contact_sheet.png, sprites_contact_sheet.png, poses/, sprites/, "
           "demo.blend, summary.json")
     return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blender_addon.demo",
+                                     description="build the demo scene, draw the presets' poses, generate frames")
+    parser.add_argument("--out", default="out/demo")
+    parser.add_argument("--model",
+                        help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="generation size (default: the model's native size, 64 for spritediff-mini; else 512)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 3 for the tiny model)")
+    parser.add_argument("--reference", help="character picture (default: rigs/demo_character.png)")
+    parser.set_defaults(run=lambda args: run_demo(Path(args.out), model=args.model, size=args.size, steps=args.steps,
+                                                  reference=args.reference))
+    from spritediff_core.cli import run_command
+
+    return run_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The main job, `python3 build.py demo`, end to end (it runs `python -m blender_addon demo`)."""
+"""The main job, `python3 build.py demo`, end to end (it runs `python -m blender_addon.demo`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_demo_writes_poses_sprites_atlases_and_a_blend(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
     env.pop("SPRITEDIFF_MODEL_DIR", None)
-    result = subprocess.run([sys.executable, "-m", "blender_addon", "demo", "--out", str(out)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "blender_addon.demo", "--out", str(out)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
