@@ -165,10 +165,10 @@ def blender_ext_tool(python: Path) -> Path:
     return found[-1]
 
 
-def manifest_version() -> str:
-    import tomllib
-
-    return tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))["version"]
+def project_version() -> str:
+    """spritediff_core.__version__, read without importing the core (the one place the version is written)."""
+    source = (ROOT / "spritediff_core" / "__init__.py").read_text(encoding="utf-8")
+    return re.search(r'^__version__ = "([^"]+)"$', source, re.MULTILINE).group(1)
 
 
 # The add-on imports the core by its package name (static imports a reader and a linter follow); in the
@@ -195,7 +195,12 @@ def stage_extension() -> Path:
             (EXTENSION_STAGE / path.name).write_text(source, encoding="utf-8")
     shutil.copytree(ROOT / "spritediff_core", EXTENSION_STAGE / "spritediff_core", ignore=ignore)
     shutil.copytree(ROOT / "rigs", EXTENSION_STAGE / "rigs", ignore=ignore)
-    shutil.copy2(ROOT / "blender_manifest.toml", EXTENSION_STAGE / "blender_manifest.toml")
+    manifest = (ROOT / "blender_manifest.toml").read_text(encoding="utf-8")
+    manifest, found = re.subn(r"^# version: .*$", f'version = "{project_version()}"', manifest, count=1,
+                              flags=re.MULTILINE)
+    if not found:
+        sys.exit("blender_manifest.toml: the '# version: ...' line the build replaces is missing")
+    (EXTENSION_STAGE / "blender_manifest.toml").write_text(manifest, encoding="utf-8")
     shutil.copy2(ROOT / "README.md", EXTENSION_STAGE / "README.md")
     return EXTENSION_STAGE
 
@@ -211,7 +216,7 @@ def build_extension(python: Path) -> Path:
     stage = stage_extension()
     run([str(python), str(tool), "validate", str(stage)])
     DIST.mkdir(exist_ok=True)
-    zip_path = DIST / f"spritediff-{manifest_version()}.zip"
+    zip_path = DIST / f"spritediff-{project_version()}.zip"
     zip_path.unlink(missing_ok=True)
     run([str(python), str(tool), "build", "--source-dir", str(stage), "--output-filepath", str(zip_path)])
     log(f"built {zip_path.relative_to(ROOT)}")

@@ -100,6 +100,18 @@ def test_zip_holds_one_package_with_core_and_rigs(extension_zip):
     assert ("spritediff_core/pretrained/spritediff-mini/spritediff.json" in names) == bundled  # travels along
 
 
+def test_the_version_has_one_source(extension_zip):
+    import importlib.metadata
+    import tomllib
+    import zipfile
+
+    import spritediff_core
+
+    manifest = tomllib.loads(zipfile.ZipFile(extension_zip).read("blender_manifest.toml").decode())
+    assert manifest["version"] == spritediff_core.__version__ == importlib.metadata.version("spritediff")
+    assert extension_zip.name == f"spritediff-{spritediff_core.__version__}.zip"
+
+
 def test_registered_ui(ext):
     assert hasattr(bpy.types.Scene, "spritediff")
     assert hasattr(bpy.types, "VIEW3D_PT_spritediff")
