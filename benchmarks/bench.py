@@ -67,18 +67,19 @@ def measure(model: str, size: int, frames: int, steps: int, mode: str, repeats: 
     import torch
     from PIL import Image
 
-    from spritediff_core.pipeline import RuntimeOptions, SpriteSheetPipeline
+    from spritediff_core.pipeline import SpriteSheetPipeline
+    from spritediff_core.settings import RuntimeSettings
 
     modes = {
-        "optimised": RuntimeOptions(),
-        "unoptimised": RuntimeOptions.unoptimised(),
-        "exact-attention-only": RuntimeOptions(decode_chunk_size=1),  # cached K/V + no discarded attention
-        "batched-decode-only": RuntimeOptions(exact_speedups=False, decode_chunk_size=4),
-        "sequential-guidance": RuntimeOptions(sequential_guidance=True),
-        "attention-chunks": RuntimeOptions(attention_chunk_size=4),
-        "all-low-memory": RuntimeOptions(sequential_guidance=True, attention_chunk_size=4, decode_chunk_size=1),
-        "dpm++": RuntimeOptions(solver="dpm++"),
-        "reuse-every-2": RuntimeOptions(reuse_prediction_every=2),
+        "optimised": RuntimeSettings(),
+        "unoptimised": RuntimeSettings.unoptimised(),
+        "exact-attention-only": RuntimeSettings(decode_chunk_size=1),  # cached K/V + no discarded attention
+        "batched-decode-only": RuntimeSettings(exact_speedups=False, decode_chunk_size=4),
+        "sequential-guidance": RuntimeSettings(sequential_guidance=True),
+        "attention-chunks": RuntimeSettings(attention_chunk_size=4),
+        "all-low-memory": RuntimeSettings(sequential_guidance=True, attention_chunk_size=4, decode_chunk_size=1),
+        "dpm++": RuntimeSettings(solver="dpm++"),
+        "reuse-every-2": RuntimeSettings(reuse_prediction_every=2),
     }
     pipe = SpriteSheetPipeline.from_pretrained(TINY / "pretrained_weights") if model == "tiny" else quarter_pipeline()
     reference = Image.open(TINY / "inputs" / "ref.png")

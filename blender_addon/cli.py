@@ -12,9 +12,17 @@ from typing import Sequence
 import bpy
 
 from spritediff_core.errors import SpriteDiffError
+from spritediff_core.settings import (
+    CONCERN_OF,
+    GenerationSettings,
+    add_setting_argument,
+    add_settings_arguments,
+    read_settings_file,
+    settings_from_args,
+)
 
 from . import armature_reader as reader
-from .generation import GenerateOptions, generate_one
+from .generation import LOOP_FLAGS, SCENE_OPTIONS, GenerateOptions, generate_one
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -47,7 +55,7 @@ def command_poses(args: argparse.Namespace) -> None:
     sequence = reader.read_named_action(scene, args.armature, args.action, args.camera, width, height,
                                         frame_with=args.frame_with, bone_map=args.bone_map,
                                         sampling=reader.FrameSampling(count=args.frames, frame_range=args.range),
-                                        loop=args.loop, auto_frame=not args.no_auto_frame)
+                                        loop=LOOP_FLAGS[args.loop or "auto"], auto_frame=not args.no_auto_frame)
     from spritediff_core import drawing  # OpenCV: only once a command needs it
 
     names = drawing.write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale)
@@ -56,17 +64,27 @@ def command_poses(args: argparse.Namespace) -> None:
 
 def options_from_args(args: argparse.Namespace) -> GenerateOptions:
     model = args.model or os.environ.get("SPRITEDIFF_MODEL_DIR") or ""  # "": the bundled spritediff-mini
+    base = read_settings_file(args.settings) if args.settings else GenerationSettings()
     return GenerateOptions(
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
-        bone_map=args.bone_map, frames=args.frames, frame_range=args.range, loop=args.loop,
-        auto_frame=not args.no_auto_frame, frame_with=tuple(args.frame_with), reference_path=args.reference,
-        width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, seed=args.seed,
-        device=args.device, dtype=args.dtype,
-        atlas_columns=args.atlas_columns, atlas_padding=args.atlas_padding, alpha=args.alpha,
-        preview_plane=args.preview_plane, sequential_guidance=args.sequential_guidance,
-        attention_chunk_size=args.attention_chunk, decode_chunk_size=args.decode_chunk,
-        cpu_offload=args.cpu_offload, vae_tiling=args.vae_tiling,
+        bone_map=args.bone_map, frames=args.frames, frame_range=args.range, auto_frame=not args.no_auto_frame,
+        frame_with=tuple(args.frame_with), reference_path=args.reference, preview_plane=args.preview_plane,
+        settings=settings_from_args(args, base),
     )
+
+
+def options_from_job(settings: dict, where: str) -> GenerateOptions:
+    """A batch item's keys: the scene options of GenerateOptions and the settings, by their one name each."""
+    scene = {key: value for key, value in settings.items() if key in SCENE_OPTIONS}
+    unknown = sorted(set(settings) - set(SCENE_OPTIONS) - set(CONCERN_OF))
+    if unknown:
+        raise SpriteDiffError(f"{where}: unknown settings {unknown}")
+    if "frame_range" in scene:
+        scene["frame_range"] = tuple(scene["frame_range"])
+    if "frame_with" in scene:
+        scene["frame_with"] = tuple(scene["frame_with"])
+    generation = GenerationSettings().with_flat({k: v for k, v in settings.items() if k in CONCERN_OF}, where)
+    return GenerateOptions(**scene, settings=generation)
 
 
 def command_generate(args: argparse.Namespace) -> None:
@@ -95,23 +113,18 @@ def command_batch(args: argparse.Namespace) -> None:
         raise SpriteDiffError(f"job file {path} lists no [[character]]")
     items = [(c, a) for c in characters for a in (c.get("actions") or [None])]
     failures = 0
-    known = set(GenerateOptions.__dataclass_fields__)
     for number, (character, action) in enumerate(items, 1):
         settings = {**defaults, **{k: v for k, v in character.items() if k not in ("name", "blend", "actions")}}
         settings["action"] = action
         settings.setdefault("model", os.environ.get("SPRITEDIFF_MODEL_DIR", ""))
         name = character.get("name", character.get("armature", "character"))
         settings["output_dir"] = str(Path(settings.get("output_dir", "out/batch")) / name)
-        if "frame_range" in settings:
-            settings["frame_range"] = tuple(settings["frame_range"])
         label = f"[{number}/{len(items)}] {name} {action or ''}: "
         try:
-            unknown = set(settings) - known
-            if unknown:
-                raise SpriteDiffError(f"unknown settings {sorted(unknown)}")
+            options = options_from_job(settings, f"job file {path}")
             if "blend" in character:
                 open_blend(str((path.parent / character["blend"]).resolve()))
-            generate_one(bpy.context.scene, GenerateOptions(**settings), label)
+            generate_one(bpy.context.scene, options, label)
         except SpriteDiffError as error:
             failures += 1
             print(f"{label}FAILED: {error}", file=sys.stderr)
@@ -137,12 +150,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     count.add_argument("--frames", type=int, help="N frames evenly sampled (a cycle never repeats frame 1)")
     count.add_argument("--range", type=_frame_range, help="every frame from A to B inclusive, e.g. 1-24")
     parser.add_argument("--camera", help="camera object (default: the scene camera)")
-    parser.add_argument("--width", type=int, help="canvas width (default: the render resolution)")
-    parser.add_argument("--height", type=int, help="canvas height (default: the render resolution)")
     parser.add_argument("--bone-map", help="bone map name (spritediff, rigify, mixamo, generic) or JSON path")
-    loop = parser.add_mutually_exclusive_group()
-    loop.add_argument("--loop", dest="loop", action="store_true", default=None, help="treat as a cycle")
-    loop.add_argument("--no-loop", dest="loop", action="store_false", help="treat as a one-shot")
     parser.add_argument("--no-auto-frame", action="store_true", help="use the camera frame as it is")
     parser.add_argument("--frame-with", action="append", default=[], metavar="ACTION",
                         help="other Actions of the character that share the same framing (repeatable)")
@@ -155,6 +163,9 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     poses = commands.add_parser("poses", help="write an Action's pose images and OpenPose JSON")
     add_scene_arguments(poses)
+    poses.add_argument("--width", type=int, help="canvas width (default: the render resolution)")
+    poses.add_argument("--height", type=int, help="canvas height (default: the render resolution)")
+    add_setting_argument(poses, "loop", help="cycle, one-shot, or auto (default): from the Action")
     poses.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
                        help="'auto' (shorter side / 512, DWPose's look at any size) or a number (1 = DWPose)")
     poses.set_defaults(run=command_poses)
@@ -164,24 +175,12 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     gen.add_argument("--model",
                       help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
     gen.add_argument("--reference", required=True, help="the character picture")
-    gen.add_argument("--steps", type=int, default=25)
-    gen.add_argument("--guidance", type=float, default=3.5)
-    gen.add_argument("--seed", type=int, default=1234)
-    gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
-    gen.add_argument("--atlas-columns", type=int, default=None)
-    gen.add_argument("--atlas-padding", type=int, default=2)
-    gen.add_argument("--alpha", choices=("auto", "none", "rembg"), default="auto",
-                     help="transparency of the atlas frames (default: remove the black background)")
     gen.add_argument("--preview-plane", action="store_true", help="add a plane playing the frames")
     gen.add_argument("--save", help="save the .blend with the results to this path")
-    group = gen.add_argument_group("low memory (exact)")
-    group.add_argument("--sequential-guidance", action="store_true")
-    group.add_argument("--attention-chunk", type=int, default=None)
-    group.add_argument("--decode-chunk", type=int, default=4)
-    group.add_argument("--cpu-offload", action="store_true")
-    group.add_argument("--vae-tiling", action="store_true")
-    gen.set_defaults(run=command_generate, width=0, height=0)  # 0: the model's native size
+    gen.add_argument("--settings", metavar="JSON",
+                     help="replay the settings recorded in a generation.json (flags given here override them)")
+    add_settings_arguments(gen, "sampling", "runtime", "packing")
+    gen.set_defaults(run=command_generate)
 
     batch = commands.add_parser("batch", help="run a TOML job file: characters x actions")
     batch.add_argument("job", help="job file (see README)")

@@ -20,6 +20,7 @@ import bpy
 from PIL import Image
 
 from spritediff_core import contact_sheets, drawing, rig, weights
+from spritediff_core.settings import GenerationSettings, SamplingSettings
 
 from . import armature_reader as reader
 from . import rig_builder
@@ -63,7 +64,8 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
         others = tuple(actions[n].name for n in names if n != name)  # one framing for the whole character
         options = GenerateOptions(model=str(model_dir), output_dir=str(out / "sprites"), armature=armature.name,
                                   action=actions[name].name, camera=camera.name, frame_with=others,
-                                  reference_path=str(reference), width=size, height=size, steps=steps, seed=1234)
+                                  reference_path=str(reference), settings=GenerationSettings(
+                                      SamplingSettings(width=size, height=size, num_inference_steps=steps)))
         result = generate_one(bpy.context.scene, options, label="  ")
         paths = result["paths"]
         frames = [Image.open(p) for p in sorted(paths["frames"].glob("frame_*.png"))]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,15 @@ import numpy as np
 
 from spritediff_core import staged_writes
 from spritediff_core.errors import GenerationCancelled, SpriteDiffError
+from spritediff_core.settings import GenerationSettings, RuntimeSettings
 
 from . import armature_reader as reader
 
 
 @dataclass
 class GenerateOptions:
-    """Everything one Generate Sprites run needs, as plain values (from the panel or the command line)."""
+    """One Generate Sprites run as plain values (from the panel, the command line or a batch file): what to
+    read from the scene, and the generation settings (spritediff_core.settings, the one settings model)."""
 
     model: str  # a weights folder; "" for the bundled spritediff-mini
     output_dir: str
@@ -39,29 +41,16 @@ class GenerateOptions:
     bone_map: str | None = None
     frames: int | None = None
     frame_range: tuple[int, int] | None = None
-    loop: bool | None = None
     auto_frame: bool = True
     frame_with: tuple[str, ...] = ()  # other Actions of the character sharing one framing (steady scale)
     reference_path: str | None = None
     reference_image: str | None = None  # name of a Blender image
-    width: int = 0  # 0: the model's native size (spritediff-mini: 64), else 512
-    height: int = 0
-    steps: int = 25
-    guidance: float = 3.5
-    seed: int = 1234
-    context_frames: int = 24
-    context_overlap: int = 4
-    device: str | None = None
-    dtype: str | None = None
-    sequential_guidance: bool = False  # low-memory switches, exact (see spritediff_core RuntimeOptions)
-    attention_chunk_size: int | None = None
-    decode_chunk_size: int = 4
-    cpu_offload: bool = False
-    vae_tiling: bool = False
-    atlas_columns: int | None = None  # a grid with this many columns; None: tight packing
-    atlas_padding: int = 2
-    alpha: str = "auto"  # transparency: auto (from the black background), none, rembg
     preview_plane: bool = False
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+SCENE_OPTIONS = tuple(name for name in GenerateOptions.__dataclass_fields__ if name != "settings")
+LOOP_FLAGS = {"auto": None, "cycle": True, "one-shot": False}
 
 
 @dataclass
@@ -101,25 +90,35 @@ def load_reference(options: GenerateOptions):
 
 def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
     """The options' Action as a pose sequence on the generation canvas."""
+    sampling = options.settings.sampling
     return reader.read_named_action(
-        scene, options.armature, options.action, options.camera, options.width, options.height,
+        scene, options.armature, options.action, options.camera, sampling.width, sampling.height,
         frame_with=options.frame_with, bone_map=options.bone_map,
         sampling=reader.FrameSampling(count=options.frames, frame_range=options.frame_range),
-        loop=options.loop, auto_frame=options.auto_frame)
+        loop=LOOP_FLAGS[sampling.loop], auto_frame=options.auto_frame)
+
+
+def resolve_options(options: GenerateOptions) -> GenerateOptions:
+    """The options with the weights folder found and checked and the frame size resolved (0: the model's
+    native size), so a missing folder or a bad size is reported before any work."""
+    from spritediff_core import weights  # torch: installed by the preferences
+    from spritediff_core.pipeline import check_runtime_settings
+
+    model = weights.resolve_model(bpy.path.abspath(options.model) if str(options.model).strip() else None)
+    weights.locate_weights(model)
+    check_runtime_settings(options.settings.runtime)
+    sampling = options.settings.sampling
+    width, height = weights.generation_size(model, sampling.width, sampling.height)
+    return replace(options, model=str(model), settings=options.settings.with_flat({"width": width,
+                                                                                   "height": height}))
 
 
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
-    from spritediff_core import drawing, weights  # OpenCV, Pillow, torch: installed by the preferences
+    from spritediff_core import drawing  # OpenCV, Pillow: installed by the preferences
 
-    model = weights.resolve_model(bpy.path.abspath(options.model) if str(options.model).strip() else None)
-    weights.locate_weights(model)  # a missing folder or file is reported now, not after a wait
-    width, height = weights.generation_size(model, options.width, options.height)
-    options = replace(options, model=str(model), width=width, height=height)
+    options = resolve_options(options)
     sequence = read_sequence(scene, options)
-    for name, value in (("width", options.width), ("height", options.height)):
-        if value <= 0 or value % 8:
-            raise SpriteDiffError(f"{name} must be a positive multiple of 8, got {value}")
     reference = load_reference(options)
     pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
@@ -131,22 +130,17 @@ _PIPELINES: dict[tuple, Any] = {}
 _PIPELINES_LOCK = threading.Lock()
 
 
-def cached_pipeline(model: str, device: str | None, dtype: str | None, cpu_offload: bool = False,
-                    vae_tiling: bool = False):
-    """Loading weights takes long: keep the last pipeline per (folder, device, dtype, switches) while
+def cached_pipeline(model: str, runtime: RuntimeSettings):
+    """Loading weights takes long: keep the last pipeline per (folder, device, dtype, model switches) while
     Blender runs."""
-    key = (str(Path(model).resolve()), device, dtype, cpu_offload, vae_tiling)
+    key = (str(Path(model).resolve()), runtime.device, runtime.dtype, runtime.enable_model_cpu_offload,
+           runtime.enable_vae_tiling)
     with _PIPELINES_LOCK:
         if key not in _PIPELINES:
             _PIPELINES.clear()  # one model in memory at a time
-            from spritediff_core.pipeline import SpriteSheetPipeline  # torch: installed by the preferences
+            from spritediff_core.pipeline import load_pipeline  # torch: installed by the preferences
 
-            pipe = SpriteSheetPipeline.from_pretrained(model, device=device, dtype=dtype)
-            if cpu_offload and pipe.device.type != "cpu":
-                pipe.enable_model_cpu_offload(pipe.device)
-            if vae_tiling:
-                pipe.enable_vae_tiling()
-            _PIPELINES[key] = pipe
+            _PIPELINES[key] = load_pipeline(model, runtime)
         return _PIPELINES[key]
 
 
@@ -194,31 +188,31 @@ class GenerationJob:
 
     def run_blocking(self) -> None:
         options = self.prepared.options
+        sampling, runtime = options.settings.sampling, options.settings.runtime
         started = time.perf_counter()
         try:
-            self._pipe = cached_pipeline(options.model, options.device, options.dtype, options.cpu_offload,
-                                         options.vae_tiling)
-            from spritediff_core.pipeline import RuntimeOptions, tensor_to_pil
+            self._pipe = cached_pipeline(options.model, runtime)
+            from spritediff_core.pipeline import tensor_to_pil
 
-            runtime = RuntimeOptions(
-                decode_chunk_size=options.decode_chunk_size, sequential_guidance=options.sequential_guidance,
-                attention_chunk_size=options.attention_chunk_size)
             if self._cancel.is_set():
                 raise GenerationCancelled("cancelled")
             latents = self._pipe(
-                self.prepared.reference, self.prepared.pose_images, options.width, options.height,
-                num_inference_steps=options.steps, guidance_scale=options.guidance, seed=options.seed,
-                context_frames=options.context_frames, context_overlap=options.context_overlap,
-                loop=self.prepared.loop, output_type="latent", callback_on_step_end=self._on_step,
-                show_progress=False, options=runtime,
+                self.prepared.reference, self.prepared.pose_images, sampling.width, sampling.height,
+                num_inference_steps=sampling.num_inference_steps, guidance_scale=sampling.guidance_scale,
+                seed=sampling.seed, context_frames=sampling.context_frames,
+                context_overlap=sampling.context_overlap, loop=self.prepared.loop, output_type="latent",
+                callback_on_step_end=self._on_step, show_progress=False, options=runtime,
             )
-            for index in range(latents.shape[2]):  # one by one, so the UI can show frames as they finish
-                if self._cancel.is_set():
-                    raise GenerationCancelled("cancelled")
-                frame = self._pipe.decode(latents[:, :, index:index + 1])[0]
-                image = tensor_to_pil(frame)
-                with self._lock:
-                    self.frames.append(image)
+            try:  # decode_chunk_size frames at a time, so the UI can show frames as they finish
+                chunk = runtime.decode_chunk_size
+                for start in range(0, latents.shape[2], chunk):
+                    if self._cancel.is_set():
+                        raise GenerationCancelled("cancelled")
+                    decoded = self._pipe.decode(latents[:, :, start:start + chunk], chunk)
+                    with self._lock:
+                        self.frames.extend(tensor_to_pil(frame) for frame in decoded)
+            finally:
+                self._pipe.offload_models()  # with model CPU offload, the VAE goes back too
             self._set_state("finished")
         except GenerationCancelled:
             self._set_state("cancelled", "cancelled")
@@ -247,7 +241,8 @@ class GenerationJob:
         with self._lock:
             new = [(i, self.frames[i]) for i in range(self._reported, len(self.frames))]
             self._reported = len(self.frames)
-            return JobStatus(self._state, self._step, self.prepared.options.steps, len(self.frames),
+            return JobStatus(self._state, self._step, self.prepared.options.settings.sampling.num_inference_steps,
+                             len(self.frames),
                              len(self.prepared.pose_images), self._message, new)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -259,13 +254,16 @@ class GenerationJob:
 
 # ---------------------------------------------------------------- back into Blender
 def settings_record(prepared: PreparedJob, seconds: float) -> dict[str, Any]:
-    options = asdict(prepared.options)
-    options["frame_range"] = list(options["frame_range"]) if options["frame_range"] else None
-    options["frame_with"] = list(options["frame_with"])
+    """What a generation recorded in the .blend: the scene options, the settings (replayable with
+    `spritediff generate --settings`), the time taken and the weights' fingerprint."""
+    options = prepared.options
+    scene = {name: getattr(options, name) for name in SCENE_OPTIONS}
+    scene["frame_range"] = list(options.frame_range) if options.frame_range else None
+    scene["frame_with"] = list(options.frame_with)
     from spritediff_core.weights import weights_fingerprint
 
-    return {"animation": prepared.name, "settings": options, "seconds": round(seconds, 3),
-            "weights": weights_fingerprint(prepared.options.model)}
+    return {"animation": prepared.name, "scene": scene, "settings": options.settings.to_dict(),
+            "loop": prepared.loop, "seconds": round(seconds, 3), "weights": weights_fingerprint(options.model)}
 
 
 def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
@@ -274,15 +272,11 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     options = prepared.options
     record = settings_record(prepared, job.seconds)
     out = Path(bpy.path.abspath(options.output_dir)) / prepared.name
-    from spritediff_core.atlas import PackOptions
     from spritediff_core.output_layout import save_animation
-    from spritediff_core.sheet import SheetOptions
 
-    pack = PackOptions(layout="grid" if options.atlas_columns else "maxrects",
-                       columns=options.atlas_columns, padding=options.atlas_padding)
-    sheet = SheetOptions(alpha=options.alpha, pack=pack)
-    paths = save_animation(out, prepared.name, job.frames, {"seed": options.seed, "model": options.model},
-                                 prepared.fps, prepared.loop, prepared.pose_images, prepared.reference, sheet)
+    recorded = {"model": options.model, "settings": options.settings.to_dict()}
+    paths = save_animation(out, prepared.name, job.frames, recorded, prepared.fps, prepared.loop,
+                           prepared.pose_images, prepared.reference, options.settings.packing)
     created: list = []  # (collection, datablock), removed again if a later step fails
     try:
         sequence = bpy.data.images.load(str(paths["first_frame"]), check_existing=False)
@@ -301,7 +295,7 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
         text = json.dumps(record, indent=1)
         for image in (sequence, *pages):
             image["spritediff"] = text
-            image["spritediff_seed"] = options.seed
+            image["spritediff_seed"] = options.settings.sampling.seed
             image["spritediff_frames"] = len(job.frames)
             image["spritediff_fps"] = prepared.fps
             image["spritediff_loop"] = prepared.loop
@@ -318,7 +312,7 @@ def add_preview_plane(scene, sequence, prepared: PreparedJob, options: GenerateO
     """A plane in front of the camera that plays the frames (emission shader on the image sequence)."""
     camera = reader.find_camera(scene, options.camera)
     mesh = bpy.data.meshes.new(f"{prepared.name}_preview")
-    aspect = options.width / options.height
+    aspect = options.settings.sampling.width / options.settings.sampling.height
     mesh.from_pydata([(-aspect / 2, -0.5, 0), (aspect / 2, -0.5, 0), (aspect / 2, 0.5, 0), (-aspect / 2, 0.5, 0)],
                      [], [(0, 1, 2, 3)])
     mesh.uv_layers.new().data.foreach_set("uv", [0, 0, 1, 0, 1, 1, 0, 1])

@@ -14,7 +14,7 @@ import bpy
 from spritediff_core.errors import SpriteDiffError
 
 from . import dependencies
-from .generation import GenerationJob, finish, prepare, read_sequence, release_pipelines
+from .generation import GenerationJob, finish, prepare, read_sequence, release_pipelines, resolve_options
 from .preferences import preferences
 from .properties import options_from_settings
 
@@ -182,8 +182,8 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         scene = context.scene
         options = options_from_settings(scene.spritediff, preferences(context))
         try:
-            dependencies.require(("PIL", "cv2"))
-            sequence = read_sequence(scene, options)
+            dependencies.require(("PIL", "cv2", "torch"))
+            sequence = read_sequence(scene, resolve_options(options))
             folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
             from spritediff_core import drawing
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import bpy
 
+from spritediff_core.settings import PackingSettings, SamplingSettings
+
 from .operators import PREVIEW_IMAGE
+from .setting_properties import draw_settings
 
 
 class VIEW3D_PT_spritediff(bpy.types.Panel):
@@ -31,7 +34,6 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
             row = box.row(align=True)
             row.prop(settings, "frame_start")
             row.prop(settings, "frame_end")
-        box.prop(settings, "loop")
 
         box = layout.box()
         box.label(text="Camera", icon="CAMERA_DATA")
@@ -46,17 +48,13 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
 
         box = layout.box()
         box.label(text="Generation", icon="SETTINGS")
-        row = box.row(align=True)
-        row.prop(settings, "width")
-        row.prop(settings, "height")
-        box.prop(settings, "steps")
-        box.prop(settings, "guidance")
-        box.prop(settings, "seed")
+        draw_settings(box, settings, SamplingSettings)
+        box = layout.box()
+        box.label(text="Sprite sheet", icon="TEXTURE")
+        draw_settings(box, settings, PackingSettings)
+        box = layout.box()
+        box.label(text="Output", icon="FILE_FOLDER")
         box.prop(settings, "output_dir")
-        row = box.row(align=True)
-        row.prop(settings, "atlas_columns")
-        row.prop(settings, "atlas_padding")
-        box.prop(settings, "alpha")
         box.prop(settings, "preview_plane")
 
         layout.operator("spritediff.preview_poses", icon="POSE_HLT")

@@ -4,15 +4,21 @@ installer for the Python packages Blender does not ship."""
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+
+from spritediff_core.settings import RuntimeSettings
 
 from . import dependencies
+from .setting_properties import draw_settings, setting_properties
 
 PACKAGE = __package__
 _install_state: dict = {}  # the running install (thread, progress), shown by the preferences
 
 
 class SpriteDiffPreferences(bpy.types.AddonPreferences):
+    """The weights folder, the runtime settings (one property per field of the core's RuntimeSettings) and
+    the package installer."""
+
     bl_idname = PACKAGE
 
     weights_dir: StringProperty(
@@ -20,40 +26,10 @@ class SpriteDiffPreferences(bpy.types.AddonPreferences):
         description="Moore-AnimateAnyone pretrained_weights folder (or one with Sprite Sheet Diffusion's "
                     "fine-tunes, or one spritediff train wrote); empty: the bundled spritediff-mini",
     )
-    device: EnumProperty(
-        name="Device", default="AUTO",
-        items=[("AUTO", "Auto", "CUDA, then Apple MPS, then CPU"), ("CUDA", "CUDA", "NVIDIA GPU"),
-               ("MPS", "MPS", "Apple GPU"), ("CPU", "CPU", "Processor (slow)")],
-    )
-    precision: EnumProperty(
-        name="Precision", default="AUTO",
-        items=[("AUTO", "Auto", "fp16 on CUDA, fp32 elsewhere"), ("FP16", "fp16", "Half precision"),
-               ("BF16", "bf16", "bfloat16"), ("FP32", "fp32", "Full precision")],
-    )
     keep_model_loaded: BoolProperty(
         name="Keep model loaded", default=True,
         description="Keep the weights in memory between runs (faster; frees GPU memory only when turned off)",
     )
-    context_frames: IntProperty(
-        name="Context frames", default=24, min=1, max=32,
-        description="Frames denoised together; fewer use less memory (long animations use overlapping windows)",
-    )
-    sequential_guidance: BoolProperty(
-        name="Sequential guidance", default=False,
-        description="Run the two guidance halves one after the other: about half the activation memory, same result",
-    )
-    attention_chunk: IntProperty(
-        name="Attention chunk", default=0, min=0,
-        description="Attention over at most this many frames at once (0: all); less memory, same result",
-    )
-    decode_chunk: IntProperty(name="Decode chunk", default=4, min=1, max=64,
-                              description="Frames per VAE decode; 1 uses the least memory, same result")
-    cpu_offload: BoolProperty(
-        name="CPU offload", default=False,
-        description="Keep the models in CPU memory and each on the GPU only while it runs (small GPUs)",
-    )
-    vae_tiling: BoolProperty(name="VAE tiling", default=False,
-                             description="Decode very large frames in tiles (pixels at tile seams change)")
     torch_build: EnumProperty(
         name="PyTorch build", default="CUDA",
         items=[("CUDA", "CUDA (NVIDIA GPU)", "The default PyTorch build, with CUDA"),
@@ -67,21 +43,10 @@ class SpriteDiffPreferences(bpy.types.AddonPreferences):
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "weights_dir")
-        row = layout.row()
-        row.prop(self, "device")
-        row.prop(self, "precision")
-        row = layout.row()
-        row.prop(self, "context_frames")
-        row.prop(self, "keep_model_loaded")
+        layout.prop(self, "keep_model_loaded")
         box = layout.box()
-        box.label(text="Low memory (same result unless noted)")
-        row = box.row()
-        row.prop(self, "sequential_guidance")
-        row.prop(self, "cpu_offload")
-        row.prop(self, "vae_tiling")
-        row = box.row()
-        row.prop(self, "attention_chunk")
-        row.prop(self, "decode_chunk")
+        box.label(text="How to run (same frames unless marked APPROXIMATE)")
+        draw_settings(box, self, RuntimeSettings)
 
         box = layout.box()
         box.label(text="Python packages")
@@ -128,6 +93,9 @@ class SPRITEDIFF_OT_install_dependencies(bpy.types.Operator):
             requirements, target, build, wheels)
         bpy.app.timers.register(_redraw_until_installed, first_interval=0.5)
         return {"FINISHED"}
+
+
+SpriteDiffPreferences.__annotations__.update(setting_properties(RuntimeSettings))
 
 
 def _redraw_until_installed():

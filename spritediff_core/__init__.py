@@ -8,12 +8,16 @@ from .errors import (
     WeightsMismatchError,
     WeightsNotFoundError,
 )
+from .settings import GenerationSettings, PackingSettings, RuntimeSettings, SamplingSettings
 
 __all__ = [
     "GenerationCancelled",
+    "GenerationSettings",
     "InvalidInputError",
+    "PackingSettings",
+    "RuntimeSettings",
+    "SamplingSettings",
     "SpriteDiffError",
-    "RuntimeOptions",
     "SpriteSheetPipeline",
     "UnsupportedConfigError",
     "WeightsMismatchError",
@@ -24,7 +28,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # The pipeline pulls in torch and diffusers; import it only when asked for.
-    if name in ("SpriteSheetPipeline", "RuntimeOptions"):
+    if name == "SpriteSheetPipeline":
         from . import pipeline
 
         return getattr(pipeline, name)

@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidInputError
-
-LAYOUTS = ("grid", "maxrects")
+from .settings import PackingSettings
 
 
 @dataclass(frozen=True)
@@ -41,26 +40,6 @@ class Animation:
             raise InvalidInputError(f"animation {self.name!r} mixes frame sizes {sorted(sizes)}")
         if self.fps <= 0:
             raise InvalidInputError(f"animation {self.name!r}: fps must be positive")
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    layout: str = "maxrects"
-    columns: int | None = None  # grid only; default: as square as possible
-    padding: int = 2
-    extrude: int = 0
-    power_of_two: bool = False
-    max_size: int = 4096
-    trim: bool = True
-    shared_anchor: bool = True  # one anchor for every animation of the character
-
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise InvalidInputError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.padding < 0 or self.extrude < 0:
-            raise InvalidInputError("padding and extrude must be >= 0")
-        if self.max_size < 1:
-            raise InvalidInputError("max_size must be positive")
 
 
 @dataclass(frozen=True)
@@ -125,7 +104,7 @@ class _Cut:
     pivot: tuple[float, float]
 
 
-def _cut_frames(animations: Sequence[Animation], options: PackOptions) -> list[_Cut]:
+def _cut_frames(animations: Sequence[Animation], options: PackingSettings) -> list[_Cut]:
     groups = [list(animations)] if options.shared_anchor else [[a] for a in animations]
     cuts = []
     for group in groups:
@@ -149,7 +128,7 @@ def _next_power_of_two(value: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(value, 1))))
 
 
-def _pack_rects(sizes: list[tuple[int, int]], options: PackOptions) -> list[tuple[int, int, int]]:
+def _pack_rects(sizes: list[tuple[int, int]], options: PackingSettings) -> list[tuple[int, int, int]]:
     """(page, x, y) of each reserved rectangle."""
     limit = options.max_size
     for width, height in sizes:
@@ -194,7 +173,7 @@ def _maxrects(sizes: list[tuple[int, int]], side: int, single_page: bool) -> lis
     return None if any(place is None for place in places) else places
 
 
-def build_atlas(animations: Sequence[Animation], options: PackOptions = PackOptions()) -> SpriteAtlas:
+def build_atlas(animations: Sequence[Animation], options: PackingSettings = PackingSettings()) -> SpriteAtlas:
     """Anchor, trim and pack the animations' frames into one atlas (one or more pages)."""
     if not animations:
         raise InvalidInputError("no animations to pack")

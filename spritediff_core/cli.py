@@ -12,13 +12,19 @@ from __future__ import annotations
 import argparse
 import glob
 import re
-import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from .errors import SpriteDiffError
+from .settings import (
+    GenerationSettings,
+    add_setting_argument,
+    add_settings_arguments,
+    read_settings_file,
+    settings_from_args,
+)
 from .staged_writes import open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -40,88 +46,78 @@ def find_pose_images(spec: str) -> list[Path]:
     return sorted(found, key=_natural_key)
 
 
+def requested_settings(args: argparse.Namespace) -> GenerationSettings:
+    """A replayed `--settings` file (or the defaults), with the settings flags given on top; checked here,
+    before any long work."""
+    base = read_settings_file(args.settings) if getattr(args, "settings", None) else GenerationSettings()
+    return settings_from_args(args, base)
+
+
+def poses_loop(poses: str) -> bool | None:
+    """The cycle/one-shot flag a pose folder records (`poses.json`, written by draw-poses and the add-on)."""
+    import json
+
+    recorded = Path(poses) / "poses.json"
+    if not recorded.is_file():
+        return None
+    try:
+        loop = json.loads(recorded.read_text(encoding="utf-8")).get("loop")
+    except (ValueError, AttributeError):
+        raise SpriteDiffError(f"{recorded} is not a valid pose sequence") from None
+    return loop if isinstance(loop, bool) else None
+
+
+def resolve_loop(setting: str, recorded: bool | None) -> bool:
+    """The loop setting as the pipeline's flag; "auto" follows the animation (a cycle when it says nothing)."""
+    if setting == "auto":
+        return True if recorded is None else recorded
+    return setting == "cycle"
+
+
 def generate(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
     from .output_layout import save_frames
-    from .pipeline import SpriteSheetPipeline
-    from .weights import generation_size, resolve_model
+    from .pipeline import check_runtime_settings, load_pipeline
+    from .weights import generation_size, locate_weights, resolve_model
 
+    settings = requested_settings(args)
+    sampling, runtime = settings.sampling, settings.runtime
     reference = open_image(Path(args.reference), "reference image")
     pose_paths = find_pose_images(args.poses)
     poses = [open_image(path, "pose image") for path in pose_paths]
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-
+    loop = resolve_loop(sampling.loop, poses_loop(args.poses))
     model = resolve_model(args.model)
-    args.width, args.height = generation_size(model, args.width, args.height)
-    pipe = SpriteSheetPipeline.from_pretrained(model, device=args.device, dtype=args.dtype)
-    options = runtime_options(args)
-    apply_model_switches(pipe, args)
+    locate_weights(model)
+    width, height = generation_size(model, sampling.width, sampling.height)
+    check_runtime_settings(runtime)
+    # Recorded as used: a replay of this file gives these frames whatever the defaults become.
+    settings = settings.with_flat({"width": width, "height": height, "loop": "cycle" if loop else "one-shot"})
+
+    pipe = load_pipeline(model, runtime)
     started = time.perf_counter()
     frames = pipe(
-        reference, poses, width=args.width, height=args.height, num_inference_steps=args.steps,
-        guidance_scale=args.guidance, seed=seed, context_frames=args.context_frames,
-        context_overlap=args.context_overlap, loop=not args.no_loop, options=options,
+        reference, poses, width=width, height=height, num_inference_steps=sampling.num_inference_steps,
+        guidance_scale=sampling.guidance_scale, seed=sampling.seed, context_frames=sampling.context_frames,
+        context_overlap=sampling.context_overlap, loop=loop, options=runtime,
     )
     seconds = time.perf_counter() - started
     names = save_frames(frames, args.out, {
         "model": str(model.resolve()),
         "reference": str(Path(args.reference).resolve()),
         "poses": [str(path.resolve()) for path in pose_paths],
-        "width": args.width,
-        "height": args.height,
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance,
-        "seed": seed,
-        "context_frames": args.context_frames,
-        "context_overlap": args.context_overlap,
-        "loop": not args.no_loop,
         "fps": args.fps,
-        "runtime_options": {key: value for key, value in vars(options).items()},
-        "cpu_offload": args.cpu_offload,
-        "vae_tiling": args.vae_tiling,
+        "loop": loop,
+        "settings": settings.to_dict(),
         "device": str(pipe.device),
         "dtype": str(pipe.dtype).removeprefix("torch."),
+        "model_cpu_offload": pipe.offloaded,
         "seconds": round(seconds, 3),
         "versions": {"torch": torch.__version__, "spritediff": _version()},
     })
     print(f"wrote {len(names)} frames to {args.out}")
     return Path(args.out)
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Speed and memory switches (see RuntimeOptions); the approximate ones are marked as such."""
-    group = parser.add_argument_group("speed and memory (exact unless marked)")
-    group.add_argument("--decode-chunk", type=int, default=4, help="frames per VAE decode (1: least memory)")
-    group.add_argument("--sequential-guidance", action="store_true",
-                       help="run the two guidance halves one after the other (about half the activation memory)")
-    group.add_argument("--attention-chunk", type=int, default=None, help="attention over at most N rows at once")
-    group.add_argument("--cpu-offload", action="store_true",
-                       help="keep models in CPU memory, each on the GPU only while it runs (needs accelerate)")
-    group.add_argument("--vae-tiling", action="store_true",
-                       help="tile the VAE for very large frames (changes pixels at tile seams)")
-    group.add_argument("--solver", choices=("ddim", "dpm++"), default="ddim",
-                       help="APPROXIMATE with dpm++: DPM-Solver++ for fewer steps (changes the output)")
-    group.add_argument("--reuse-prediction-every", type=int, default=1, metavar="K",
-                       help="APPROXIMATE: run the UNet only every K-th step (changes the output)")
-
-
-def runtime_options(args: argparse.Namespace):
-    from .pipeline import RuntimeOptions
-
-    return RuntimeOptions(decode_chunk_size=args.decode_chunk, sequential_guidance=args.sequential_guidance,
-                          attention_chunk_size=args.attention_chunk, solver=args.solver,
-                          reuse_prediction_every=args.reuse_prediction_every)
-
-
-def apply_model_switches(pipe, args: argparse.Namespace) -> None:
-    if args.cpu_offload:
-        if pipe.device.type == "cpu":
-            raise SpriteDiffError("--cpu-offload needs a GPU (it keeps models in CPU memory while another runs)")
-        pipe.enable_model_cpu_offload(pipe.device)
-    if args.vae_tiling:
-        pipe.enable_vae_tiling()
 
 
 def convert(args: argparse.Namespace) -> Path:
@@ -151,7 +147,7 @@ def draw_poses(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
-def _read_settings(folder: Path) -> dict:
+def _read_generation_record(folder: Path) -> dict:
     import json
 
     manifest = folder / "generation.json"
@@ -165,44 +161,34 @@ def _read_settings(folder: Path) -> dict:
 
 def pack(args: argparse.Namespace) -> Path:
     """Frame folders (one animation each) -> one transparent, anchored, packed sheet with engine metadata."""
-    from .atlas import Animation, PackOptions
-    from .sheet import SheetOptions, write_sheet
-    from .staged_writes import staged_directory
+    from .atlas import Animation
+    from .sheet import write_sheet
+    from .staged_writes import staged_directory, write_json
 
     if args.name and len(args.name) != len(args.frames_dirs):
         raise SpriteDiffError(f"--name was given {len(args.name)} times for {len(args.frames_dirs)} folders")
+    packing = requested_settings(args).packing
     animations, reference_path = [], args.reference
     for index, folder in enumerate(Path(d) for d in args.frames_dirs):
         if not folder.is_dir():
             raise SpriteDiffError(f"frames folder {folder} does not exist")
-        settings = _read_settings(folder)
+        recorded = _read_generation_record(folder)
         images = [p for p in find_pose_images(str(folder))]
         frames = [open_image(path, "frame") for path in images]
-        name = args.name[index] if args.name else settings.get("animation") or folder.name
+        name = args.name[index] if args.name else recorded.get("animation") or folder.name
         if name == "frames" and folder.parent.name:
             name = folder.parent.name  # the add-on's <output>/<action>/frames layout
-        fps = args.fps or float(settings.get("fps", 8.0))
-        loop = settings.get("loop", True) if args.loop is None else args.loop
-        animations.append(Animation(name, frames, fps, bool(loop)))
-        reference_path = reference_path or settings.get("reference")
+        fps = args.fps or float(recorded.get("fps", 8.0))
+        loop = resolve_loop(args.loop or "auto", recorded.get("loop") if isinstance(recorded.get("loop"), bool)
+                            else None)
+        animations.append(Animation(name, frames, fps, loop))
+        reference_path = reference_path or recorded.get("reference")
     reference = open_image(Path(reference_path), "reference image") if reference_path else None
-    palette = args.palette
-    if palette is not None and not palette.isdigit():
-        reference = open_image(Path(palette), "palette image")
-        palette = "reference"
-    options = SheetOptions(
-        alpha=args.alpha, reference=reference, pixel_height=args.pixel_height,
-        palette=int(palette) if palette and palette.isdigit() else palette, outline=args.outline,
-        pack=PackOptions(layout=args.layout, columns=args.columns, padding=args.padding, extrude=args.extrude,
-                         power_of_two=args.pot, max_size=args.max_size, trim=args.trim,
-                         shared_anchor=not args.separate_anchors),
-        format=args.format, previews=tuple(args.preview or ["gif"]),
-    )
+    palette_image = open_image(Path(args.palette_image), "palette image") if args.palette_image else None
     with staged_directory(args.out) as staging:
-        atlas, written = write_sheet(animations, staging, args.basename, options)
-        from .staged_writes import write_json
-
-        write_json(staging / "generation.json", {"files": [p.name for p in written], "format": args.format})
+        atlas, written = write_sheet(animations, staging, args.basename, packing, reference, palette_image)
+        write_json(staging / "generation.json", {"files": [p.name for p in written],
+                                                 "settings": {"packing": packing.to_dict()}})
     print(f"packed {len(atlas.frames)} frames of {len(animations)} animation(s) into {len(atlas.pages)} "
           f"page(s) in {args.out}")
     return Path(args.out)
@@ -223,13 +209,6 @@ def _version() -> str:
     return __version__
 
 
-def _positive_multiple_of_8(text: str) -> int:
-    value = int(text)
-    if value <= 0 or value % 8:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spritediff", description="Sprite frames from a picture and poses.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -240,19 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--reference", required=True, help="the character picture (RGBA is composited onto black)")
     gen.add_argument("--poses", required=True, help="a folder of pose images, or a glob such as 'poses/*.png'")
     gen.add_argument("--out", required=True, help="output folder for frame_NNNN.png and generation.json")
-    gen.add_argument("--width", type=_positive_multiple_of_8, default=None,
-                     help="default: the model's native size (spritediff-mini: 64), else 512")
-    gen.add_argument("--height", type=_positive_multiple_of_8, default=None)
-    gen.add_argument("--steps", type=int, default=25)
-    gen.add_argument("--guidance", type=float, default=3.5)
-    gen.add_argument("--seed", type=int, default=None, help="default: a random seed, recorded in generation.json")
-    gen.add_argument("--context-frames", type=int, default=24)
-    gen.add_argument("--context-overlap", type=int, default=4)
-    gen.add_argument("--no-loop", action="store_true", help="one-shot motion: context windows never wrap round")
     gen.add_argument("--fps", type=float, default=8.0, help="playback rate, recorded for packing (default 8)")
-    gen.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    gen.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on CUDA, else fp32)")
-    add_runtime_arguments(gen)
+    gen.add_argument("--settings", metavar="JSON",
+                     help="replay the settings recorded in a generation.json (flags given here override them)")
+    add_settings_arguments(gen, "sampling", "runtime")
     gen.set_defaults(run=generate)
 
     draw = commands.add_parser("draw-poses", help="draw an OpenPose JSON sequence as DWPose pose images")
@@ -268,33 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     packer = commands.add_parser("pack", help="pack frame folders into a sprite sheet with engine metadata")
     packer.add_argument("frames_dirs", nargs="+", metavar="FRAMES_DIR", help="one folder of frames per animation")
     packer.add_argument("--out", required=True, help="output folder")
-    packer.add_argument("--format", default="texturepacker-hash",
-                        choices=("texturepacker-hash", "texturepacker-array", "aseprite", "godot"))
     packer.add_argument("--name", action="append", help="animation name per folder (default: folder name)")
     packer.add_argument("--basename", default="atlas", help="file name of the pages and metadata")
     packer.add_argument("--fps", type=float, help="default: from generation.json, else 8")
-    loop = packer.add_mutually_exclusive_group()
-    loop.add_argument("--loop", dest="loop", action="store_true", default=None)
-    loop.add_argument("--no-loop", dest="loop", action="store_false")
-    packer.add_argument("--layout", choices=("maxrects", "grid"), default="maxrects")
-    packer.add_argument("--columns", type=int, help="grid columns")
-    trim = packer.add_mutually_exclusive_group()
-    trim.add_argument("--trim", dest="trim", action="store_true", default=True, help="trim frames (default)")
-    trim.add_argument("--no-trim", dest="trim", action="store_false")
-    packer.add_argument("--padding", type=int, default=2)
-    packer.add_argument("--extrude", type=int, default=0, help="repeat edge pixels (against texture bleeding)")
-    packer.add_argument("--pot", action="store_true", help="power-of-two pages")
-    packer.add_argument("--max-size", type=int, default=4096, help="largest page side; more pages if needed")
-    packer.add_argument("--separate-anchors", action="store_true",
-                        help="anchor each animation on its own (default: one anchor for all)")
-    packer.add_argument("--pixel-height", type=int, help="pixel art: scale so the character is N px tall")
-    packer.add_argument("--palette", help="pixel art: N shared colours, or an image whose colours to use")
-    packer.add_argument("--outline", action="store_true", help="pixel art: add a 1 px outline")
-    packer.add_argument("--alpha", choices=("auto", "none", "rembg"), default="auto",
-                        help="transparency: auto (remove the black background), none, or rembg if installed")
+    add_setting_argument(packer, "loop", help="cycle or one-shot (default auto: from generation.json, else cycle)")
     packer.add_argument("--reference", help="the character picture (default: from generation.json)")
-    packer.add_argument("--preview", action="append", choices=("gif", "apng", "webp"), default=None,
-                        help="animated previews to write (repeatable; default: gif)")
+    packer.add_argument("--palette-image", metavar="IMAGE",
+                        help="pixel art: make the palette from this picture's colours (--palette: how many)")
+    packer.add_argument("--settings", metavar="JSON", help="take the packing settings recorded in a JSON file")
+    add_settings_arguments(packer, "packing")
     packer.set_defaults(run=pack)
 
     conv = commands.add_parser("convert", help="rewrite a weights folder as safetensors")

@@ -19,9 +19,12 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, or the best available one: CUDA, then Apple MPS, then the CPU."""
-    if device is not None:
-        return torch.device(device)
+    """The requested device, or (None or "auto") the best available one: CUDA, then Apple MPS, then the CPU."""
+    if device is not None and device != "auto":
+        try:
+            return torch.device(device)
+        except RuntimeError:
+            raise InvalidInputError(f"unknown device {device!r}: use auto, cuda, mps or cpu") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -31,8 +34,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The requested dtype, or fp16 on CUDA (as the weights were trained and released) and fp32 elsewhere."""
-    if dtype is None:
+    """The requested dtype, or (None or "auto") fp16 on CUDA (as the weights were trained and released) and
+    fp32 elsewhere."""
+    if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype

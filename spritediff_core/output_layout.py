@@ -4,11 +4,11 @@ which it calls; staged, so a run writes all of it or nothing."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from .atlas import Animation
-from .sheet import SheetOptions, write_sheet
+from .settings import PackingSettings
+from .sheet import write_sheet
 from .staged_writes import MANIFEST, staged_directory, write_json
 
 
@@ -27,13 +27,12 @@ def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
 
 
 def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
-                   pose_images=(), reference=None, sheet_options=None) -> dict[str, Path]:
+                   pose_images=(), reference=None, packing: PackingSettings = PackingSettings()) -> dict[str, Path]:
     """One animation's results, all or nothing: `frames/` (the generated PNGs + generation.json), `poses/`,
     and the sheet: transparent, anchored, trimmed atlas `<name>_atlas.png` with its metadata, and previews.
     Returns the paths written."""
     directory = Path(directory)
     names = frame_names(len(frames))
-    options = replace(sheet_options or SheetOptions(), reference=reference)
     basename = f"{name}_atlas"
     with staged_directory(directory) as staging:
         (staging / "frames").mkdir()
@@ -45,7 +44,8 @@ def save_animation(directory: str | Path, name: str, frames, settings: dict, fps
             (staging / "poses").mkdir()
             for index, pose in enumerate(pose_images):
                 pose.save(staging / "poses" / f"pose_{index:04d}.png")
-        _, written = write_sheet([Animation(name, list(frames), fps, loop)], staging, basename, options)
+        _, written = write_sheet([Animation(name, list(frames), fps, loop)], staging, basename, packing,
+                                 reference)
         top_level = ["frames", *(p.name for p in written)] + (["poses"] if pose_images else [])
         write_json(staging / MANIFEST, {"files": top_level, "animation": name})
     pages = sorted(p.name for p in written if p.name.startswith(basename) and p.suffix == ".png")

@@ -27,6 +27,7 @@ from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
 from .models.pose_guider import build_pose_guider
 from .models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
+from .settings import RuntimeSettings
 from .weights import (
     InferenceConfig,
     default_model,
@@ -39,47 +40,8 @@ from .weights import (
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-SOLVERS = ("ddim", "dpm++")
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """How a generation runs: speed and memory switches. The defaults give the reference maths, fast.
-
-    Exact (same output to float rounding):
-    - `exact_speedups`: reference keys/values projected once and shared by all steps and frames, no
-      reference attention computed for the unconditional half; False follows the reference implementation's
-      order of work (for benchmarks).
-    - `decode_chunk_size`: frames per VAE decode call (1: least memory).
-    - `sequential_guidance`: the two guidance halves as two UNet calls (about half the activation memory).
-    - `attention_chunk_size`: attention over at most this many rows (frames x halves) at once.
-    Approximate (they change the output; off by default):
-    - `solver="dpm++"`: DPM-Solver++ with the same zero-SNR, v-prediction, trailing-timestep settings, for
-      fewer steps.
-    - `reuse_prediction_every=k`: only every k-th step runs the UNet; the others reuse its prediction.
-    """
-
-    exact_speedups: bool = True
-    decode_chunk_size: int = 4
-    sequential_guidance: bool = False
-    attention_chunk_size: int | None = None
-    solver: str = "ddim"
-    reuse_prediction_every: int = 1
-
-    def __post_init__(self) -> None:
-        if self.decode_chunk_size < 1:
-            raise InvalidInputError(f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
-        if self.attention_chunk_size is not None and self.attention_chunk_size < 1:
-            raise InvalidInputError(f"attention_chunk_size must be >= 1, got {self.attention_chunk_size}")
-        if self.solver not in SOLVERS:
-            raise InvalidInputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.reuse_prediction_every < 1:
-            raise InvalidInputError("reuse_prediction_every must be >= 1")
-
-    @classmethod
-    def unoptimised(cls) -> "RuntimeOptions":
-        """The reference implementation's way of working, for benchmarks."""
-        return cls(exact_speedups=False, decode_chunk_size=1)
 CLIP_SIZE = 224
 REFERENCE_HEAD = ("conv_norm_out.weight", "conv_norm_out.bias", "conv_out.weight", "conv_out.bias")
 
@@ -303,6 +265,11 @@ class SpriteSheetPipeline:
             self._offload_hooks.append(hook)
         self.device = device
 
+    @property
+    def offloaded(self) -> bool:
+        """Whether model CPU offload is on."""
+        return bool(self._offload_hooks)
+
     def offload_models(self) -> None:
         """With model CPU offload on, send every model back to the CPU (diffusers' `maybe_free_model_hooks`)."""
         for hook in self._offload_hooks:
@@ -335,7 +302,7 @@ class SpriteSheetPipeline:
         callback_on_step_end: Callable[..., dict[str, Any] | None] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         show_progress: bool | None = None,
-        options: RuntimeOptions | None = None,
+        options: RuntimeSettings | None = None,
     ):
         """Generate one frame per pose image.
 
@@ -343,9 +310,9 @@ class SpriteSheetPipeline:
         (L, 3, H, W) in [0, 1] ("pt"), or the final latents (1, 4, L, H/8, W/8) ("latent").
         `loop=True` lets context windows wrap round (cycles); `loop=False` keeps them inside the sequence.
         `show_progress`: a tqdm bar; None shows it only when stderr is a terminal.
-        `options`: speed and memory switches (`RuntimeOptions`); the defaults are exact.
+        `options`: speed and memory switches (`RuntimeSettings`); the defaults are exact.
         """
-        options = options or RuntimeOptions()
+        options = options or RuntimeSettings()
         self._validate(reference, poses, width, height, num_inference_steps, guidance_scale,
                        context_frames, context_overlap, output_type, callback_on_step_end_tensor_inputs)
         if not self._lock.acquire(blocking=False):
@@ -429,7 +396,7 @@ class SpriteSheetPipeline:
     @torch.inference_mode()
     def _generate(self, reference, poses, width, height, steps, guidance_scale, seed, generator,
                   context_frames, overlap, loop, callback, tensor_inputs, show_progress,
-                  options: RuntimeOptions) -> torch.Tensor | None:
+                  options: RuntimeSettings) -> torch.Tensor | None:
         num_frames = len(poses)
         # 1. Timesteps, on a scheduler of this call's own (no timestep state shared between calls). The
         # scheduler works on CPU timesteps (its tables live there); the UNet gets a device copy made once, so
@@ -451,7 +418,7 @@ class SpriteSheetPipeline:
             counts.index_add_(2, window, torch.ones((1, 1, len(window), 1, 1), device=self.device))
 
         # 5. The reference, once: the ReferenceNet's attention inputs, read by every denoising step.
-        settings = RunSettings(options.exact_speedups, options.attention_chunk_size)
+        settings = RunSettings(options.exact_speedups, options.attention_chunk_size or None)
         with self._bank.active(settings):
             self.record_reference(encoded.latents, encoded.image_embeds)
             # 6. Denoising loop.
@@ -527,3 +494,25 @@ def step_arguments(scheduler) -> dict[str, Any]:
 def make_scheduler(config: InferenceConfig) -> DDIMScheduler:
     """DDIM with the inference config's settings (Moore's: v-prediction, zero-SNR, trailing spacing)."""
     return DDIMScheduler(**config.noise_scheduler_kwargs)
+
+
+def check_runtime_settings(runtime: RuntimeSettings) -> None:
+    """What can be checked before any weights load: model CPU offload needs accelerate."""
+    if runtime.enable_model_cpu_offload:
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise InvalidInputError("enable_model_cpu_offload needs the accelerate package (pip install accelerate)")
+
+
+def load_pipeline(model: str | Path | None, runtime: RuntimeSettings = RuntimeSettings()) -> SpriteSheetPipeline:
+    """The pipeline for `model` (None: the bundled spritediff-mini) on the runtime settings' device and dtype,
+    with their model switches applied. Model CPU offload has no effect on a CPU (nothing to offload to):
+    `pipe.offloaded` says whether it is on."""
+    check_runtime_settings(runtime)
+    pipe = SpriteSheetPipeline.from_pretrained(model, device=runtime.device, dtype=runtime.dtype)
+    if runtime.enable_model_cpu_offload and pipe.device.type != "cpu":
+        pipe.enable_model_cpu_offload(pipe.device)
+    if runtime.enable_vae_tiling:
+        pipe.enable_vae_tiling()
+    return pipe

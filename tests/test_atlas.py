@@ -9,13 +9,14 @@ import pytest
 from PIL import Image
 from sprites import alpha_of, on_black, sprite
 
-from spritediff_core.atlas import Animation, PackOptions, build_atlas, restore_frame, union_box
+from spritediff_core.atlas import Animation, build_atlas, restore_frame, union_box
 from spritediff_core.cli import main
 from spritediff_core.engine_formats import aseprite, godot_tres, texturepacker, write_atlas
 from spritediff_core.errors import InvalidInputError
 from spritediff_core.matting import OutlineHint, alpha_iou, matte_frame
 from spritediff_core.pixelart import add_outline, apply_palette, build_palette, scale_to_height
 from spritediff_core.previews import save_preview
+from spritediff_core.settings import PackingSettings
 
 
 # ---------------------------------------------------------------- transparency
@@ -75,11 +76,11 @@ def assert_no_pixel_lost_or_overlapping(atlas, animations, options):
 
 
 @pytest.mark.parametrize("options", [
-    PackOptions(),
-    PackOptions(layout="grid", columns=3, padding=0),
-    PackOptions(padding=4, extrude=2, power_of_two=True),
-    PackOptions(max_size=150, padding=1),  # several pages
-    PackOptions(trim=False, layout="grid"),
+    PackingSettings(),
+    PackingSettings(layout="grid", columns=3, padding=0),
+    PackingSettings(padding=4, extrude=2, power_of_two=True),
+    PackingSettings(max_size=150, padding=1),  # several pages
+    PackingSettings(trim=False, layout="grid"),
 ])
 def test_packed_pages_keep_every_pixel(options):
     animations = walk_and_jump()
@@ -96,7 +97,7 @@ def test_packed_pages_keep_every_pixel(options):
 
 def test_extrusion_repeats_edge_pixels():
     animations = walk_and_jump()
-    atlas = build_atlas(animations, PackOptions(extrude=2, padding=0))
+    atlas = build_atlas(animations, PackingSettings(extrude=2, padding=0))
     frame = atlas.frames[0]
     page = np.asarray(atlas.pages[frame.page])
     np.testing.assert_array_equal(page[frame.y, frame.x - 2:frame.x], np.repeat(page[frame.y, frame.x][None], 2, 0))
@@ -104,25 +105,25 @@ def test_extrusion_repeats_edge_pixels():
 
 def test_anchor_is_steady_and_trim_offsets_restore_positions():
     animations = walk_and_jump()
-    atlas = build_atlas(animations, PackOptions())
+    atlas = build_atlas(animations, PackingSettings())
     sources = {(f.source_width, f.source_height) for f in atlas.frames}
     pivots = {(f.pivot_x, f.pivot_y) for f in atlas.frames}
     assert len(sources) == 1 and len(pivots) == 1 and next(iter(pivots))[1] == 1.0  # one anchor, bottom-centre
     assert any(f.trimmed for f in atlas.frames)
-    separate = build_atlas(animations, PackOptions(shared_anchor=False))
+    separate = build_atlas(animations, PackingSettings(shared_anchor=False))
     per_animation = {(f.animation, f.source_width, f.source_height) for f in separate.frames}
     assert len(per_animation) == 2
 
 
 def test_frames_too_large_for_a_page_are_an_error():
     with pytest.raises(InvalidInputError, match="does not fit"):
-        build_atlas(walk_and_jump(), PackOptions(max_size=32))
+        build_atlas(walk_and_jump(), PackingSettings(max_size=32))
 
 
 # ---------------------------------------------------------------- metadata
 def test_texturepacker_hash_and_array_round_trip(tmp_path):
     animations = walk_and_jump()
-    atlas = build_atlas(animations, PackOptions(max_size=150, padding=1))
+    atlas = build_atlas(animations, PackingSettings(max_size=150, padding=1))
     for array in (False, True):
         documents = texturepacker(atlas, "hero", array=array)
         assert len(documents) == len(atlas.pages)
@@ -147,7 +148,7 @@ def test_texturepacker_hash_and_array_round_trip(tmp_path):
 
 
 def test_aseprite_tags_durations_and_one_page():
-    atlas = build_atlas(walk_and_jump(), PackOptions())
+    atlas = build_atlas(walk_and_jump(), PackingSettings())
     document = next(iter(aseprite(atlas, "hero").values()))
     tags = document["meta"]["frameTags"]
     assert [(t["name"], t["from"], t["to"], t["direction"]) for t in tags] == [("walk", 0, 4, "forward"),
@@ -155,13 +156,13 @@ def test_aseprite_tags_durations_and_one_page():
     assert "repeat" not in tags[0] and tags[1]["repeat"] == "1"
     assert [document["frames"][str(i)]["duration"] for i in range(9)] == [100] * 5 + [125] * 4
     with pytest.raises(InvalidInputError, match="one page"):
-        aseprite(build_atlas(walk_and_jump(), PackOptions(max_size=150)), "hero")
+        aseprite(build_atlas(walk_and_jump(), PackingSettings(max_size=150)), "hero")
 
 
 def test_godot_spriteframes_parse_with_a_godot_parser():
     from godot_parser import parse
 
-    atlas = build_atlas(walk_and_jump(), PackOptions(max_size=150))
+    atlas = build_atlas(walk_and_jump(), PackingSettings(max_size=150))
     text = next(iter(godot_tres(atlas, "hero").values()))
     resource = parse(text)
     sections = resource.get_sections()
@@ -229,7 +230,7 @@ def test_pack_command(tmp_path):
     write_frames(tmp_path / "jump", jump, {"fps": 8, "loop": False})
     out = tmp_path / "sheet"
     assert main(["pack", str(tmp_path / "walk"), str(tmp_path / "jump"), "--out", str(out), "--format",
-                 "aseprite", "--preview", "gif", "--preview", "webp", "--pixel-height", "48", "--palette", "16"]) == 0
+                 "aseprite", "--previews", "gif,webp", "--pixel-height", "48", "--palette", "16"]) == 0
     document = json.loads((out / "atlas.json").read_text())
     assert [t["name"] for t in document["meta"]["frameTags"]] == ["walk", "jump"]
     assert document["frames"]["0"]["duration"] == 100 and document["frames"]["5"]["duration"] == 125

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from test_atlas import walk_and_jump
 
-from spritediff_core.atlas import PackOptions, build_atlas
+from spritediff_core.atlas import build_atlas
 from spritediff_core.engine_formats import write_atlas
+from spritediff_core.settings import PackingSettings
 
 ENGINES = Path(__file__).parent / "engines"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -44,7 +45,7 @@ def served(tmp_path_factory):
 def test_phaser_reads_our_atlases(served):
     root, url = served
     animations = walk_and_jump()
-    atlas = build_atlas(animations, PackOptions(padding=2))
+    atlas = build_atlas(animations, PackingSettings(padding=2))
     cases = []
     for kind in ("texturepacker-hash", "texturepacker-array", "aseprite"):
         key = kind.replace("texturepacker-", "tp-")

@@ -8,7 +8,7 @@ import torch
 from conftest import MOORE_TINY, TINY_WEIGHTS
 
 from spritediff_core import InvalidInputError, SpriteSheetPipeline
-from spritediff_core.pipeline import RuntimeOptions
+from spritediff_core.settings import RuntimeSettings
 
 EXPECTED = {"video.pt": (24, 4), "video_ctx.pt": (3, 1)}
 
@@ -20,12 +20,12 @@ def frames(pipe, reference_image, pose_images, run_name, options, output_type="p
 
 
 EXACT = {
-    "default": RuntimeOptions(),
-    "unoptimised": RuntimeOptions.unoptimised(),
-    "sequential guidance": RuntimeOptions(sequential_guidance=True),
-    "attention chunks": RuntimeOptions(attention_chunk_size=3),
-    "decode one by one": RuntimeOptions(decode_chunk_size=1),
-    "everything for memory": RuntimeOptions(sequential_guidance=True, attention_chunk_size=2, decode_chunk_size=1),
+    "default": RuntimeSettings(),
+    "unoptimised": RuntimeSettings.unoptimised(),
+    "sequential guidance": RuntimeSettings(sequential_guidance=True),
+    "attention chunks": RuntimeSettings(attention_chunk_size=3),
+    "decode one by one": RuntimeSettings(decode_chunk_size=1),
+    "everything for memory": RuntimeSettings(sequential_guidance=True, attention_chunk_size=2, decode_chunk_size=1),
 }
 
 
@@ -94,11 +94,11 @@ def test_reference_keys_are_projected_once_and_not_for_the_unconditional_half(pi
                                                                               pose_images):
     seen, handles = attention_inputs(pipe)
     try:
-        frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions(), "latent")
+        frames(pipe, reference_image, pose_images, "video.pt", RuntimeSettings(), "latent")
         exact = {k: list(v) for k, v in seen.items()}
         for calls in seen.values():
             calls.clear()
-        frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions.unoptimised(), "latent")
+        frames(pipe, reference_image, pose_images, "video.pt", RuntimeSettings.unoptimised(), "latent")
         reference_way = {k: list(v) for k, v in seen.items()}
     finally:
         for handle in handles:
@@ -115,8 +115,8 @@ def test_reference_keys_are_projected_once_and_not_for_the_unconditional_half(pi
 
 
 def test_dpm_solver_is_an_approximate_mode_that_runs(pipe, reference_image, pose_images):
-    ddim = frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions())
-    fast = frames(pipe, reference_image, pose_images, "video.pt", RuntimeOptions(solver="dpm++"))
+    ddim = frames(pipe, reference_image, pose_images, "video.pt", RuntimeSettings())
+    fast = frames(pipe, reference_image, pose_images, "video.pt", RuntimeSettings(solver="dpm++"))
     assert fast.shape == ddim.shape and torch.isfinite(fast).all()
     assert (fast - ddim).abs().max() > 1e-3  # it changes the output: off by default
 
@@ -126,17 +126,17 @@ def test_prediction_reuse_skips_unet_calls(pipe, reference_image, pose_images):
     handle = pipe.denoising_unet.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
         result = pipe(reference_image, pose_images, 64, 64, num_inference_steps=4, seed=1, output_type="pt",
-                      options=RuntimeOptions(reuse_prediction_every=2))
+                      options=RuntimeSettings(reuse_prediction_every=2))
     finally:
         handle.remove()
     assert len(calls) == 2 and torch.isfinite(result).all()
 
 
-@pytest.mark.parametrize("kwargs", [dict(decode_chunk_size=0), dict(attention_chunk_size=0), dict(solver="euler"),
+@pytest.mark.parametrize("kwargs", [dict(decode_chunk_size=0), dict(attention_chunk_size=-1), dict(solver="euler"),
                                     dict(reuse_prediction_every=0)])
 def test_bad_options_are_clear_errors(kwargs):
     with pytest.raises(InvalidInputError):
-        RuntimeOptions(**kwargs)
+        RuntimeSettings(**kwargs)
 
 
 def test_pose_features_in_chunks_are_the_same(pipe, pose_images, trace):
