@@ -259,7 +259,7 @@ QUICK_RECIPE = {
                                      "--lr-scheduler", "cosine"]),
         ("stage2", 2, "stage1-ema", ["--steps", "2", "--batch-size", "1", "--frames", "4"]),
     ],
-    "evaluate": ["--max-clips", "2", "--steps", "2"],
+    "evaluate": ["--max-clips", "2", "--num-inference-steps", "2"],
 }
 
 

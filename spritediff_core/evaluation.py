@@ -26,6 +26,7 @@ from typing import Any
 
 from .dataset import REFERENCE_VIEWS
 from .errors import InvalidInputError
+from .settings import default_of
 from .staged_writes import MANIFEST
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "contact_sheet.png")
@@ -46,8 +47,8 @@ class EvaluationSettings:
     reference_view: str = "side"
     views: tuple[str, ...] | None = None  # None: every view
     max_clips: int | None = None
-    steps: int = 25
-    guidance: float = 3.5
+    steps: int = default_of("num_inference_steps")
+    guidance: float = default_of("guidance_scale")
     seed: int = 0
     size: tuple[int, int] | None = None  # None: the model's native size, else the dataset's
     device: str | None = None
@@ -62,9 +63,9 @@ class EvaluationSettings:
         if self.max_clips is not None and self.max_clips < 1:
             raise InvalidInputError(f"--max-clips must be at least 1, got {self.max_clips}")
         if self.steps < 1:
-            raise InvalidInputError(f"--steps must be at least 1, got {self.steps}")
+            raise InvalidInputError(f"--num-inference-steps must be at least 1, got {self.steps}")
         if self.guidance < 1.0:
-            raise InvalidInputError(f"--guidance must be >= 1.0, got {self.guidance}")
+            raise InvalidInputError(f"--guidance-scale must be >= 1.0, got {self.guidance}")
         if self.size is not None:
             _check_size(self.size, "--width/--height")
 
@@ -419,8 +420,9 @@ def add_evaluate_command(commands) -> None:
                         help="only clips seen from these views, e.g. side,dir_045 (default: all)")
     parser.add_argument("--max-clips", type=_positive_int, default=None,
                         help="at most N clips, spread evenly over the dataset")
-    parser.add_argument("--steps", type=_positive_int, default=25)
-    parser.add_argument("--guidance", type=float, default=3.5)
+    parser.add_argument("--num-inference-steps", dest="steps", type=_positive_int,
+                        default=default_of("num_inference_steps"))
+    parser.add_argument("--guidance-scale", dest="guidance", type=float, default=default_of("guidance_scale"))
     parser.add_argument("--seed", type=int, default=0, help="the same seed for every clip (default 0)")
     parser.add_argument("--width", type=_positive_int, default=None,
                         help="generation width (default: the model's native size, else the dataset's)")

@@ -135,8 +135,8 @@ def write_dataset(root, clips=(("char_0000", "000_walk_side", "walk", "side"),
 
 
 def evaluate_args(data, out, *extra):
-    return ["evaluate", "--model", str(TINY_WEIGHTS), "--data", str(data), "--out", str(out), "--steps", "2",
-            "--seed", "3", "--device", "cpu", "--dtype", "fp32", *extra]
+    return ["evaluate", "--model", str(TINY_WEIGHTS), "--data", str(data), "--out", str(out),
+            "--num-inference-steps", "2", "--seed", "3", "--device", "cpu", "--dtype", "fp32", *extra]
 
 
 def expected_baseline(shift: int) -> dict:
@@ -257,7 +257,7 @@ def without_front_reference(data):
     (without_front_reference, ("--reference-view", "front"), "char_0000 has no 'front' reference picture"),
     (unchanged, ("--width", "64"), "give both --width and --height"),
     (unchanged, ("--width", "60", "--height", "64"), "multiples of 8"),
-    (unchanged, ("--guidance", "0.5"), "--guidance must be >= 1.0"),
+    (unchanged, ("--guidance-scale", "0.5"), "--guidance-scale must be >= 1.0"),
 ], ids=["no-folder", "no-dataset-json", "unknown-view", "missing-reference", "width-only", "bad-size",
         "bad-guidance"])
 def test_bad_inputs_fail_before_the_model_loads(tmp_path, capsys, breakage, extra, message):

@@ -55,7 +55,7 @@ def ext(extension_zip):
 def prefs(ext):
     preferences = bpy.context.preferences.addons[MODULE].preferences
     preferences.weights_dir = str(TINY_WEIGHTS)
-    preferences.device, preferences.precision = "CPU", "FP32"
+    preferences.device, preferences.dtype = "cpu", "fp32"
     return preferences
 
 
@@ -69,7 +69,7 @@ def scene(ext, prefs, tmp_path):
     settings.frame_count = 8
     settings.reference_path = str(REFERENCE)
     settings.width = settings.height = 64
-    settings.steps = 2
+    settings.num_inference_steps = 2
     settings.output_dir = str(tmp_path / "sprites")
     return scene
 
@@ -201,7 +201,7 @@ def test_generate_sprites_headless(scene, tmp_path):
     assert sequence.source == "SEQUENCE" and Path(sequence.filepath).name == "frame_0000.png"
     assert atlas.packed_file is not None and 0 < atlas.size[0] <= 512
     record = json.loads(atlas["spritediff"])
-    assert record["settings"]["seed"] == 1234 and record["settings"]["steps"] == 2
+    assert record["settings"]["sampling"]["seed"] == 1234 and record["settings"]["sampling"]["num_inference_steps"] == 2
     assert "denoising_unet.pth" in record["weights"]["files"]
     assert sequence["spritediff_frames"] == 8 and sequence["spritediff_loop"] is True
     assert "walk_preview" in bpy.data.objects
@@ -230,14 +230,14 @@ def test_without_a_weights_folder_the_bundled_mini_runs_at_its_native_size(scene
     scene.spritediff.width = scene.spritediff.height = 0  # the model's native size
     assert bpy.ops.spritediff.generate() == {"FINISHED"}
     record = json.loads(bpy.data.images["walk_atlas"]["spritediff"])
-    assert record["settings"]["width"] == record["settings"]["height"] == 64
-    assert Path(record["settings"]["model"]).name == "spritediff-mini"
+    assert record["settings"]["sampling"]["width"] == record["settings"]["sampling"]["height"] == 64
+    assert Path(record["scene"]["model"]).name == "spritediff-mini"
     assert "denoising_unet.safetensors" in record["weights"]["files"]
 
 
 @needs_torch
 def test_job_poll_loop_and_cancel_leave_the_scene_unchanged(ext, scene):
-    scene.spritediff.steps = 300
+    scene.spritediff.num_inference_steps = 300
     before = snapshot(scene)
     runner = ext.operators.start_generation(bpy.context)
     runner.job.start()
@@ -316,6 +316,46 @@ def test_error_unreadable_reference(ext, scene, tmp_path, capfd):
     run_failing(ext, scene, capfd, "not a readable image")
 
 
+def test_every_setting_reaches_every_add_on_front_end_with_the_same_default(ext, scene, prefs):
+    """Parity: each field of the core's settings is a panel or preferences property, an add-on CLI flag and a
+    batch key of the same name, with the same default and range, and each maps onto that field."""
+    import importlib
+    from dataclasses import fields
+
+    core = importlib.import_module(f"{MODULE}.spritediff_core.settings")  # the copy the extension ships
+    cli, properties = importlib.import_module(f"{MODULE}.cli"), importlib.import_module(f"{MODULE}.properties")
+    from test_settings import other_value
+
+    defaults = core.GenerationSettings()
+    parser = cli.build_parser()
+    required = ["generate", "--reference", "r.png", "--out", "o"]
+    assert cli.options_from_args(parser.parse_args(required)).settings == defaults
+    for concern, kind in core.CONCERNS.items():
+        owner = prefs if concern == "runtime" else scene.spritediff
+        for spec in fields(kind):
+            rna = owner.bl_rna.properties[spec.name]
+            assert rna.default == pytest.approx(spec.default), spec.name
+            if spec.metadata["choices"]:
+                assert [item.identifier for item in rna.enum_items] == list(spec.metadata["choices"])
+            if spec.metadata["minimum"] is not None:
+                assert (rna.hard_min, rna.hard_max) == pytest.approx((spec.metadata["minimum"],
+                                                                      spec.metadata["maximum"])), spec.name
+            value = other_value(spec)
+            original = getattr(owner, spec.name)
+            setattr(owner, spec.name, value)
+            try:
+                from_panel = properties.options_from_settings(scene.spritediff, prefs).settings
+            finally:
+                setattr(owner, spec.name, original)
+            assert getattr(getattr(from_panel, concern), spec.name) == pytest.approx(value), spec.name
+            flag = [core.flag_of(spec.name) if value else "--no-" + spec.name.replace("_", "-")] \
+                if isinstance(value, bool) else [core.flag_of(spec.name), str(value)]
+            from_cli = cli.options_from_args(parser.parse_args(required + flag)).settings
+            assert getattr(getattr(from_cli, concern), spec.name) == value, spec.name
+            from_job = cli.options_from_job({"model": "", "output_dir": "o", spec.name: value}, "job").settings
+            assert getattr(getattr(from_job, concern), spec.name) == value, spec.name
+
+
 @needs_torch
 def test_low_memory_preferences_give_the_same_sprites(ext, scene, prefs, tmp_path):
     import numpy as np
@@ -325,12 +365,12 @@ def test_low_memory_preferences_give_the_same_sprites(ext, scene, prefs, tmp_pat
     settings.action, settings.frame_count = bpy.data.actions["Character_attack"], 4
     settings.output_dir = str(tmp_path / "plain")
     assert bpy.ops.spritediff.generate() == {"FINISHED"}
-    prefs.sequential_guidance, prefs.attention_chunk, prefs.decode_chunk = True, 2, 1
+    prefs.sequential_guidance, prefs.attention_chunk_size, prefs.decode_chunk_size = True, 2, 1
     try:
         settings.output_dir = str(tmp_path / "lean")
         assert bpy.ops.spritediff.generate() == {"FINISHED"}
     finally:
-        prefs.sequential_guidance, prefs.attention_chunk, prefs.decode_chunk = False, 0, 4
+        prefs.sequential_guidance, prefs.attention_chunk_size, prefs.decode_chunk_size = False, 0, 4
     for index in range(4):
         name = f"attack/frames/frame_{index:04d}.png"
         plain = np.asarray(Image.open(tmp_path / "plain" / name)).astype(int)
@@ -359,7 +399,8 @@ def blend_file(scene, tmp_path):
 
 def generate_args(blend, out, **changes):
     args = {"--blend": str(blend), "--action": "Character_jump", "--model": str(TINY_WEIGHTS),
-            "--reference": str(REFERENCE), "--width": "64", "--height": "64", "--steps": "2", "--out": str(out)}
+            "--reference": str(REFERENCE), "--width": "64", "--height": "64", "--num-inference-steps": "2",
+            "--out": str(out)}
     args.update(changes)
     return [part for key, value in args.items() for part in (key, value)]
 
@@ -418,7 +459,7 @@ def test_batch_job_file(ext, blend_file, tmp_path, capsys):
 model = "{TINY_WEIGHTS}"
 width = 64
 height = 64
-steps = 2
+num_inference_steps = 2
 output_dir = "{tmp_path / 'batch'}"
 
 [[character]]

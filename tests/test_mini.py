@@ -70,7 +70,7 @@ def test_generate_without_a_model_uses_spritediff_mini_at_its_native_size(tmp_pa
         draw_pose(standing_pose(shift), stroke_scale="auto").save(poses / f"pose_{index}.png")
     out = tmp_path / "frames"
     assert main(["generate", "--reference", str(rigs_directory() / "demo_character.png"), "--poses", str(poses),
-                 "--out", str(out), "--steps", "4", "--seed", "1"]) == 0
+                 "--out", str(out), "--num-inference-steps", "4", "--seed", "1"]) == 0
     settings = json.loads((out / "generation.json").read_text())
     assert settings["width"] == settings["height"] == SIZE
     assert Image.open(out / settings["files"][0]).size == (SIZE, SIZE)
