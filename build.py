@@ -202,6 +202,7 @@ def stage_extension() -> Path:
         sys.exit("blender_manifest.toml: the '# version: ...' line the build replaces is missing")
     (EXTENSION_STAGE / "blender_manifest.toml").write_text(manifest, encoding="utf-8")
     shutil.copy2(ROOT / "README.md", EXTENSION_STAGE / "README.md")
+    shutil.copy2(REQUIREMENTS, EXTENSION_STAGE / "requirements.txt")  # the installer's pins (dependencies.py)
     return EXTENSION_STAGE
 
 

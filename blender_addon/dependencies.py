@@ -16,19 +16,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-# (import name, pip requirement). Versions follow requirements.txt, which the project is tested with.
-PACKAGES = (
-    ("torch", "torch==2.13.0"),
-    ("diffusers", "diffusers==0.42.1"),
-    ("transformers", "transformers==5.23.0"),
-    ("safetensors", "safetensors==0.8.0"),
-    ("accelerate", "accelerate==1.15.0"),  # model CPU offload
-    ("PIL", "pillow==12.0.0"),
-    ("cv2", "opencv-python-headless==4.11.0.86"),
-    ("yaml", "pyyaml==6.0.3"),
-    ("tqdm", "tqdm==4.70.1"),
-    ("rectpack", "rectpack==0.2.2"),
+# (import name, distribution) of each package the core needs; the versions come from requirements.txt, the
+# one list of pins the project is tested with (the build copies it into the extension).
+RUNTIME_PACKAGES = (
+    ("torch", "torch"),
+    ("diffusers", "diffusers"),
+    ("transformers", "transformers"),
+    ("safetensors", "safetensors"),
+    ("accelerate", "accelerate"),  # model CPU offload
+    ("PIL", "pillow"),
+    ("cv2", "opencv-python-headless"),
+    ("yaml", "pyyaml"),
+    ("tqdm", "tqdm"),
+    ("rectpack", "rectpack"),
 )
+REQUIREMENTS_FILE = "requirements.txt"
+
+
+def read_pins(path: Path | None = None) -> dict[str, str]:
+    """{distribution: version} from requirements.txt: beside this module in the extension, else the
+    repository's."""
+    if path is None:
+        here = Path(__file__).resolve().parent
+        path = here / REQUIREMENTS_FILE
+        if not path.is_file():
+            path = here.parent / REQUIREMENTS_FILE
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _pinned_packages() -> tuple[tuple[str, str], ...]:
+    pins = read_pins()
+    missing = [name for _, name in RUNTIME_PACKAGES if name not in pins]
+    if missing:
+        raise RuntimeError(f"{REQUIREMENTS_FILE} pins no version of {missing}")
+    return tuple((module, f"{name}=={pins[name]}") for module, name in RUNTIME_PACKAGES)
+
+
+# (import name, pip requirement)
+PACKAGES = _pinned_packages()
 # PyTorch's own package index per build; PyPI's default torch wheels for Linux are the CUDA build.
 TORCH_INDEXES = {
     "cuda": None,
