@@ -22,6 +22,7 @@ from spritediff_core.settings import (
 )
 
 from . import armature_reader as reader
+from .blend_files import open_blend
 from .generation import LOOP_FLAGS, SCENE_OPTIONS, GenerateOptions, generate_one
 
 
@@ -35,15 +36,6 @@ def _frame_range(text: str) -> tuple[int, int]:
 
 def _stroke_scale(text: str):
     return text if text == "auto" else float(text)
-
-
-def open_blend(path: str | None) -> None:
-    if path is None:
-        return
-    blend = Path(path)
-    if not blend.is_file():
-        raise SpriteDiffError(f"blend file {blend} does not exist")
-    bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()), load_ui=False)
 
 
 def command_poses(args: argparse.Namespace) -> None:

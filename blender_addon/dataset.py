@@ -1000,7 +1000,7 @@ def run_dataset(options: DatasetOptions) -> None:
     check_output(out, source, options.size, options.seed)
 
     if options.blend:
-        from .cli import open_blend
+        from .blend_files import open_blend
 
         open_blend(options.blend)
         reader.find_armature(options.armature)  # a wrong name fails before anything is written
