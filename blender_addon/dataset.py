@@ -842,7 +842,8 @@ def render_references(scene, armature, subject: Subject, bone_map, size: int, wi
     finally:
         armature.data.pose_position = pose_position
         bpy.data.actions.remove(action)
-    drawing.write_pose_sequence(poses.PoseSequence(frames, name="reference", fps=1.0, loop=False), folder)
+    drawing.write_pose_sequence(poses.PoseSequence(frames, name="reference", fps=1.0, loop=False), folder,
+                                keep_other_files=True)  # beside the reference renders
     return paths
 
 
@@ -858,7 +859,7 @@ def render_clip(scene, armature, subject: Subject, action, plan: ClipPlan, bone_
     folder.mkdir(parents=True)
     names = frame_names(len(sequence))
     render_frames(scene, armature, action, sequence.metadata["scene_frames"], folder, names)
-    drawing.write_pose_sequence(sequence, folder)
+    drawing.write_pose_sequence(sequence, folder, keep_other_files=True)  # beside the frame renders
     write_json(folder / "clip.json", {"motion": plan.motion, "preset": plan.preset, "variation": plan.variation,
                                       "view": plan.view.to_json(), "fps": sequence.fps, "loop": sequence.loop,
                                       "frames": len(sequence)})

@@ -23,7 +23,7 @@ import numpy as np
 
 from spritediff_core import staged_writes
 from spritediff_core.errors import GenerationCancelled, SpriteDiffError
-from spritediff_core.settings import GenerationSettings, RuntimeSettings
+from spritediff_core.settings import GenerationSettings, RuntimeSettings, check_runtime_settings
 
 from . import armature_reader as reader
 
@@ -101,24 +101,35 @@ def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
 def resolve_options(options: GenerateOptions) -> GenerateOptions:
     """The options with the weights folder found and checked and the frame size resolved (0: the model's
     native size), so a missing folder or a bad size is reported before any work."""
-    from spritediff_core import weights  # torch: installed by the preferences
-    from spritediff_core.pipeline import check_runtime_settings
+    from spritediff_core import weights  # PyYAML: installed by the preferences
 
     model = weights.resolve_model(bpy.path.abspath(options.model) if str(options.model).strip() else None)
     weights.locate_weights(model)
-    check_runtime_settings(options.settings.runtime)
     sampling = options.settings.sampling
     width, height = weights.generation_size(model, sampling.width, sampling.height)
     return replace(options, model=str(model), settings=options.settings.with_flat({"width": width,
                                                                                    "height": height}))
 
 
+def output_folder(options: GenerateOptions, name: str) -> Path:
+    return Path(bpy.path.abspath(options.output_dir)) / name
+
+
+def output_inputs(options: GenerateOptions) -> tuple[Path, ...]:
+    """What a run reads from disk, which its output folder may neither be nor lie inside."""
+    paths = [Path(options.model)]
+    if options.reference_path and not options.reference_image:
+        paths.append(Path(bpy.path.abspath(options.reference_path)))
+    return tuple(paths)
+
+
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
     from spritediff_core import drawing  # OpenCV, Pillow: installed by the preferences
-
     options = resolve_options(options)
+    check_runtime_settings(options.settings.runtime)
     sequence = read_sequence(scene, options)
+    staged_writes.check_output_folder(output_folder(options, sequence.name), output_inputs(options))
     reference = load_reference(options)
     pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
@@ -271,12 +282,13 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     prepared = job.prepared
     options = prepared.options
     record = settings_record(prepared, job.seconds)
-    out = Path(bpy.path.abspath(options.output_dir)) / prepared.name
+    out = output_folder(options, prepared.name)
     from spritediff_core.output_layout import save_animation
 
     recorded = {"model": options.model, "settings": options.settings.to_dict()}
     paths = save_animation(out, prepared.name, job.frames, recorded, prepared.fps, prepared.loop,
-                           prepared.pose_images, prepared.reference, options.settings.packing)
+                           prepared.pose_images, prepared.reference, options.settings.packing,
+                           output_inputs(options))
     created: list = []  # (collection, datablock), removed again if a later step fails
     try:
         sequence = bpy.data.images.load(str(paths["first_frame"]), check_existing=False)

@@ -182,9 +182,10 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         scene = context.scene
         options = options_from_settings(scene.spritediff, preferences(context))
         try:
-            dependencies.require(("PIL", "cv2", "torch"))
+            dependencies.require(("PIL", "cv2", "yaml"))
             sequence = read_sequence(scene, resolve_options(options))
-            folder = Path(bpy.path.abspath(options.output_dir)) / sequence.name / "pose_preview"
+            # Beside the animation folders, not inside one: a later Generate Sprites owns <output>/<action>/.
+            folder = Path(bpy.path.abspath(options.output_dir)) / "pose_previews" / sequence.name
             from spritediff_core import drawing
 
             names = drawing.write_pose_sequence(sequence, folder)

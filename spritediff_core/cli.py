@@ -22,10 +22,11 @@ from .settings import (
     GenerationSettings,
     add_setting_argument,
     add_settings_arguments,
+    check_runtime_settings,
     read_settings_file,
     settings_from_args,
 )
-from .staged_writes import open_image
+from .staged_writes import check_output_folder, open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -67,6 +68,12 @@ def poses_loop(poses: str) -> bool | None:
     return loop if isinstance(loop, bool) else None
 
 
+def pose_folder(spec: str) -> Path:
+    """The folder the pose images come from (the folder itself, or a glob's folder)."""
+    path = Path(spec)
+    return path if path.is_dir() else path.parent
+
+
 def resolve_loop(setting: str, recorded: bool | None) -> bool:
     """The loop setting as the pipeline's flag; "auto" follows the animation (a cycle when it says nothing)."""
     if setting == "auto":
@@ -79,7 +86,7 @@ def generate(args: argparse.Namespace) -> Path:
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
     from .output_layout import save_frames
-    from .pipeline import check_runtime_settings, load_pipeline
+    from .pipeline import load_pipeline
     from .weights import generation_size, locate_weights, resolve_model
 
     settings = requested_settings(args)
@@ -89,6 +96,8 @@ def generate(args: argparse.Namespace) -> Path:
     poses = [open_image(path, "pose image") for path in pose_paths]
     loop = resolve_loop(sampling.loop, poses_loop(args.poses))
     model = resolve_model(args.model)
+    inputs = (pose_folder(args.poses), Path(args.reference), model)
+    check_output_folder(args.out, inputs)
     locate_weights(model)
     width, height = generation_size(model, sampling.width, sampling.height)
     check_runtime_settings(runtime)
@@ -115,7 +124,7 @@ def generate(args: argparse.Namespace) -> Path:
         "model_cpu_offload": pipe.offloaded,
         "seconds": round(seconds, 3),
         "versions": {"torch": torch.__version__, "spritediff": _version()},
-    })
+    }, inputs)
     print(f"wrote {len(names)} frames to {args.out}")
     return Path(args.out)
 
@@ -142,7 +151,8 @@ def draw_poses(args: argparse.Namespace) -> Path:
         canvas_width, canvas_height = sequence.canvas_size
         width = width or round(height * canvas_width / canvas_height)
         height = height or round(width * canvas_height / canvas_width)
-    names = write_pose_sequence(sequence, args.out, width, height, stroke_scale=args.stroke_scale)
+    names = write_pose_sequence(sequence, args.out, width, height, stroke_scale=args.stroke_scale,
+                                inputs=(Path(args.poses),))
     print(f"wrote {len(names)} pose images to {args.out}")
     return Path(args.out)
 
@@ -168,6 +178,8 @@ def pack(args: argparse.Namespace) -> Path:
     if args.name and len(args.name) != len(args.frames_dirs):
         raise SpriteDiffError(f"--name was given {len(args.name)} times for {len(args.frames_dirs)} folders")
     packing = requested_settings(args).packing
+    inputs = [Path(d) for d in args.frames_dirs] + [Path(p) for p in (args.reference, args.palette_image) if p]
+    check_output_folder(args.out, inputs)
     animations, reference_path = [], args.reference
     for index, folder in enumerate(Path(d) for d in args.frames_dirs):
         if not folder.is_dir():
@@ -185,7 +197,7 @@ def pack(args: argparse.Namespace) -> Path:
         reference_path = reference_path or recorded.get("reference")
     reference = open_image(Path(reference_path), "reference image") if reference_path else None
     palette_image = open_image(Path(args.palette_image), "palette image") if args.palette_image else None
-    with staged_directory(args.out) as staging:
+    with staged_directory(args.out, inputs) as staging:
         atlas, written = write_sheet(animations, staging, args.basename, packing, reference, palette_image)
         write_json(staging / "generation.json", {"files": [p.name for p in written],
                                                  "settings": {"packing": packing.to_dict()}})

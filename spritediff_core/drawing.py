@@ -140,14 +140,15 @@ def pose_image_names(count: int) -> list[str]:
 
 
 def write_pose_sequence(sequence: PoseSequence, directory, width: int | None = None, height: int | None = None,
-                        stroke_scale: StrokeScale = "auto") -> list[str]:
-    """`poses.json` (OpenPose JSON) and one pose PNG per frame into `directory`, all or nothing."""
+                        stroke_scale: StrokeScale = "auto", inputs=(), keep_other_files: bool = False) -> list[str]:
+    """`poses.json` (OpenPose JSON) and one pose PNG per frame into `directory`, all or nothing (beside other
+    files there only with `keep_other_files`)."""
     from .staged_writes import MANIFEST, staged_directory, write_json
 
     frames = sequence.frames if width is None else [f.scaled_to(width, height or width) for f in sequence.frames]
     sequence = sequence.with_frames(frames)
     names = pose_image_names(len(frames))
-    with staged_directory(directory) as staging:
+    with staged_directory(directory, inputs, keep_other_files=keep_other_files) as staging:
         sequence.save(staging / "poses.json")
         for frame, name in zip(frames, names):
             draw_pose(frame, stroke_scale=stroke_scale).save(staging / name)

@@ -18,7 +18,6 @@ loading OpenCV, Pillow or torch.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,21 +112,6 @@ def select_clips(dataset, reference_view: str, views: tuple[str, ...] | None, ma
     if max_clips is not None:
         pairs = [pairs[index] for index in evenly_spaced(len(pairs), max_clips)]
     return pairs
-
-
-def _check_output_folder(out: Path) -> None:
-    """Fail before any work if `out` holds our output names that an earlier spritediff run did not write."""
-    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if not existing:
-        return
-    try:
-        previous = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        previous = []
-    foreign = [name for name in existing if name not in previous]
-    if foreign:
-        raise InvalidInputError(f"{out} already holds {', '.join(foreign)} not written by spritediff: "
-                                "choose an empty output folder")
 
 
 def generation_size(settings: EvaluationSettings, pipe, dataset) -> tuple[tuple[int, int], str]:
@@ -330,13 +314,14 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
     from .dataset import load_dataset
     from .metrics import PSNR_CAP_DB
     from .pipeline import SpriteSheetPipeline
-    from .staged_writes import staged_directory, write_json
+    from .staged_writes import check_output_folder, staged_directory, write_json
 
     settings.check()
     dataset = load_dataset(settings.data)
     pairs = select_clips(dataset, settings.reference_view, settings.views, settings.max_clips)
     out = Path(settings.out)
-    _check_output_folder(out)
+    inputs = (settings.data, settings.model)
+    check_output_folder(out, inputs)
     pipe = SpriteSheetPipeline.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
     size, size_source = generation_size(settings, pipe, dataset)
     _check_size(size, size_source)
@@ -386,7 +371,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 3),
         "versions": {"torch": torch.__version__, "spritediff": __version__},
     }
-    with staged_directory(out) as staging:
+    with staged_directory(out, inputs) as staging:
         write_json(staging / "metrics.json", report)
         (staging / "metrics.md").write_text(markdown_report(report), encoding="utf-8")
         evaluation_sheet(sheet_rows).save(staging / "contact_sheet.png")

@@ -16,10 +16,10 @@ def frame_names(count: int) -> list[str]:
     return [f"frame_{index:04d}.png" for index in range(count)]
 
 
-def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
+def save_frames(frames, directory: str | Path, settings: dict, inputs=()) -> list[str]:
     """Numbered PNG frames plus `generation.json` (the settings, and the files written), all or nothing."""
     names = frame_names(len(frames))
-    with staged_directory(directory) as staging:
+    with staged_directory(directory, inputs) as staging:
         for frame, name in zip(frames, names):
             frame.save(staging / name)
         write_json(staging / MANIFEST, {"files": names, **settings})
@@ -27,14 +27,15 @@ def save_frames(frames, directory: str | Path, settings: dict) -> list[str]:
 
 
 def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
-                   pose_images=(), reference=None, packing: PackingSettings = PackingSettings()) -> dict[str, Path]:
+                   pose_images=(), reference=None, packing: PackingSettings = PackingSettings(),
+                   inputs=()) -> dict[str, Path]:
     """One animation's results, all or nothing: `frames/` (the generated PNGs + generation.json), `poses/`,
     and the sheet: transparent, anchored, trimmed atlas `<name>_atlas.png` with its metadata, and previews.
     Returns the paths written."""
     directory = Path(directory)
     names = frame_names(len(frames))
     basename = f"{name}_atlas"
-    with staged_directory(directory) as staging:
+    with staged_directory(directory, inputs) as staging:
         (staging / "frames").mkdir()
         for frame, frame_name in zip(frames, names):
             frame.save(staging / "frames" / frame_name)

@@ -27,7 +27,7 @@ from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
 from .models.pose_guider import build_pose_guider
 from .models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
-from .settings import RuntimeSettings
+from .settings import RuntimeSettings, check_runtime_settings
 from .weights import (
     InferenceConfig,
     default_model,
@@ -494,15 +494,6 @@ def step_arguments(scheduler) -> dict[str, Any]:
 def make_scheduler(config: InferenceConfig) -> DDIMScheduler:
     """DDIM with the inference config's settings (Moore's: v-prediction, zero-SNR, trailing spacing)."""
     return DDIMScheduler(**config.noise_scheduler_kwargs)
-
-
-def check_runtime_settings(runtime: RuntimeSettings) -> None:
-    """What can be checked before any weights load: model CPU offload needs accelerate."""
-    if runtime.enable_model_cpu_offload:
-        import importlib.util
-
-        if importlib.util.find_spec("accelerate") is None:
-            raise InvalidInputError("enable_model_cpu_offload needs the accelerate package (pip install accelerate)")
 
 
 def load_pipeline(model: str | Path | None, runtime: RuntimeSettings = RuntimeSettings()) -> SpriteSheetPipeline:

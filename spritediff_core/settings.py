@@ -194,6 +194,15 @@ class PackingSettings(_Settings):
         return () if text in ("", "none") else tuple(part.strip() for part in text.split(","))
 
 
+def check_runtime_settings(runtime: RuntimeSettings) -> None:
+    """What the environment must offer for these runtime settings, checked before any weights load."""
+    if runtime.enable_model_cpu_offload:
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise InvalidInputError("enable_model_cpu_offload needs the accelerate package (pip install accelerate)")
+
+
 CONCERNS = {"sampling": SamplingSettings, "runtime": RuntimeSettings, "packing": PackingSettings}
 
 

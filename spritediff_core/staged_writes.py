@@ -9,54 +9,146 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .errors import InvalidInputError, SpriteDiffError
 
 MANIFEST = "generation.json"
 
 
-@contextmanager
-def staged_directory(destination: str | Path, replace_previous_run: bool = True) -> Iterator[Path]:
-    """Yield an empty staging folder; on success its files move into `destination`, on error nothing changes.
+OWNERSHIP = ".spritediff-files.json"  # what spritediff wrote into a folder, with each file's SHA-256
+STAGING_PREFIX = ".spritediff-staging-"
+RETIRED_PREFIX = ".spritediff-retired-"
 
-    Files listed by a previous run's manifest in `destination` are removed first, so a shorter new run
-    does not leave old frames behind; other files already there are kept, and never silently overwritten.
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files_under(root: Path) -> dict[str, Path]:
+    """{relative POSIX path: path} of every file below `root` (symlinks count as files, never followed)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or path.is_file():
+            found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def _owned_files(destination: Path) -> dict[str, str]:
+    """{relative path: SHA-256} that spritediff recorded writing into `destination` ({} if none)."""
+    record = destination / OWNERSHIP
+    try:
+        files = json.loads(record.read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {name: digest for name, digest in files.items() if isinstance(name, str) and isinstance(digest, str)} \
+        if isinstance(files, dict) else {}
+
+
+def _ours(destination: Path, name: str, owned: dict[str, str]) -> bool:
+    """Whether the top-level entry `name` holds only files spritediff wrote, unchanged since (by hash)."""
+    path = destination / name
+    if path.is_dir() and not path.is_symlink():
+        inside = _files_under(path)
+        if not any(recorded.startswith(name + "/") for recorded in owned):
+            return False
+        return all(f"{name}/{relative}" in owned and not file.is_symlink()
+                   and _sha256(file) == owned[f"{name}/{relative}"] for relative, file in inside.items())
+    return name in owned and path.is_file() and not path.is_symlink() and _sha256(path) == owned[name]
+
+
+def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = (),
+                        replace_previous_run: bool = True, keep_other_files: bool = False) -> Path:
+    """Everything about an output folder that can be known before any work: it is not a file, it is
+    writable, it is not one of the inputs nor inside one, and whatever it holds was written by spritediff
+    (unchanged since) when a previous run is to be replaced; with `keep_other_files` other files may stay
+    beside the outputs (never replaced: a name clash is refused). Raises InvalidInputError; returns the path."""
+    destination = Path(destination).absolute()
+    if destination.exists() and not destination.is_dir():
+        raise InvalidInputError(f"output folder {destination} is a file: choose a folder")
+    for source in inputs:
+        source = Path(source).absolute()
+        if source == destination or (source.is_dir() and destination.is_relative_to(source)):
+            where = "the" if source == destination else "inside the"
+            raise InvalidInputError(f"output folder {destination} is {where} input {source}: "
+                                    "choose a folder outside the inputs")
+    existing = destination
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot write into {existing}: choose a folder you can write to")
+    if destination.is_dir() and not keep_other_files:
+        owned = _owned_files(destination) if replace_previous_run else {}
+        foreign = [entry.name for entry in sorted(destination.iterdir())
+                   if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))
+                   and not _ours(destination, entry.name, owned)]
+        if foreign:
+            raise InvalidInputError(
+                f"output folder {destination} already holds {', '.join(foreign[:5])}"
+                f"{' and more' if len(foreign) > 5 else ''}, not written by spritediff (or changed since): "
+                "choose an empty or new folder")
+    return destination
+
+
+@contextmanager
+def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
+                     replace_previous_run: bool = True, keep_other_files: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder inside `destination` (so on its filesystem); on success its contents
+    replace spritediff's own previous outputs there, on error nothing changes.
+
+    Only files spritediff recorded writing (`.spritediff-files.json`, with hashes) and that are unchanged are
+    ever replaced or removed, and only after the new outputs are in place; a folder holding anything else is
+    refused (before any work when the caller runs `check_output_folder` first, as the commands do).
     """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    destination = check_output_folder(destination, inputs, replace_previous_run, keep_other_files)
+    created = [folder for folder in (destination, *destination.parents) if not folder.exists()]
+    destination.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=destination))
+    retired, moved_in = None, []
     try:
         yield staging
-        previous = _previous_outputs(destination) if replace_previous_run else set()
-        clashes = [p.name for p in staging.iterdir() if (destination / p.name).exists() and p.name not in previous]
+        check_output_folder(destination, inputs, replace_previous_run, keep_other_files)  # nothing new arrived
+        owned = _owned_files(destination) if replace_previous_run else {}
+        new_entries = sorted(p.name for p in staging.iterdir())
+        clashes = [name for name in new_entries
+                   if (destination / name).exists() and not _ours(destination, name, owned)]
         if clashes:
-            raise InvalidInputError(
-                f"{destination} already holds {', '.join(sorted(clashes)[:5])} not written by spritediff: "
-                "choose an empty output folder"
-            )
-        destination.mkdir(parents=True, exist_ok=True)
-        for name in previous:
-            old = destination / name
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            else:
-                old.unlink(missing_ok=True)
-        for path in sorted(staging.iterdir()):
-            os.replace(path, destination / path.name)
+            raise InvalidInputError(f"{destination} already holds {', '.join(clashes[:5])}, not written by "
+                                    "spritediff (or changed since): choose an empty or new folder")
+        retired = Path(tempfile.mkdtemp(prefix=RETIRED_PREFIX, dir=destination))
+        # Old outputs step aside (renames on one filesystem), the new ones move in; then the old ones go.
+        for name in sorted(set(new_entries) | {n.split("/", 1)[0] for n in owned}):
+            if ((destination / name).exists() or (destination / name).is_symlink()) and _ours(destination, name, owned):
+                os.replace(destination / name, retired / name)
+        for name in new_entries:
+            os.replace(staging / name, destination / name)
+            moved_in.append(name)
+        written = {name: _sha256(path) for name, path in _files_under(destination).items()
+                   if name.split("/", 1)[0] in new_entries}
+        write_json(destination / OWNERSHIP, {"files": written})
+    except BaseException:
+        for name in moved_in:  # this run's own new files out again, the old outputs back in
+            new = destination / name
+            shutil.rmtree(new) if new.is_dir() and not new.is_symlink() else new.unlink(missing_ok=True)
+        if retired is not None:
+            for path in retired.iterdir():
+                os.replace(path, destination / path.name)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _previous_outputs(destination: Path) -> set[str]:
-    manifest = destination / MANIFEST
-    if not manifest.is_file():
-        return set()
-    try:
-        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        return set()
-    return {Path(name).name for name in files if isinstance(name, str)} | {MANIFEST}
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+        for folder in created:  # folders this call made, if a failure left them empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def open_image(path: str | Path, what: str = "image"):

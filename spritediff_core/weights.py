@@ -10,13 +10,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import torch
 import yaml
-from safetensors.torch import load_file as load_safetensors
 
 from .errors import UnsupportedConfigError, WeightsMismatchError, WeightsNotFoundError
+
+if TYPE_CHECKING:  # torch is imported where weights are read, so finding a folder needs no torch (Preview Poses)
+    import torch
 
 UNET_CONFIG = Path("stable-diffusion-v1-5") / "unet" / "config.json"
 VAE_DIR = "sd-vae-ft-mse"
@@ -185,6 +186,9 @@ def read_model_card(root: str | Path) -> dict[str, Any]:
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint without executing anything from it (mmap where the format allows)."""
+    import torch
+    from safetensors.torch import load_file as load_safetensors
+
     try:
         if path.suffix == ".safetensors":
             state = load_safetensors(str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -67,19 +68,53 @@ def test_bad_settings_are_reported_before_loading(tmp_path, capsys):
         assert not (tmp_path / "bad").exists()
 
 
-def test_rerun_replaces_its_own_frames_only(tmp_path):
+def digests(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rerun_replaces_its_own_frames_only_and_refuses_a_folder_with_other_files(tmp_path, capsys):
     out = tmp_path / "anim"
     assert main(generate_args(out, "--seed", "1")) == 0
-    (out / "notes.txt").write_text("mine")
     two_poses = tmp_path / "two"
     two_poses.mkdir()
     for i in range(2):
         shutil.copy(MOORE_TINY / "inputs" / f"pose_0{i}.png", two_poses / f"p{i}.png")
     args = generate_args(out, "--seed", "1")
     args[args.index("--poses") + 1] = str(two_poses)
+    (out / "notes.txt").write_text("mine")
+    before = digests(out)
+    assert main(args) == 1
+    assert "notes.txt" in capsys.readouterr().err and digests(out) == before
+    (out / "notes.txt").unlink()
+    (out / "frame_0003.png").write_bytes(b"edited by hand")  # a changed output is the user's now
+    assert main(args) == 1 and "frame_0003.png" in capsys.readouterr().err
+    (out / "frame_0003.png").unlink()
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["frame_0000.png", "frame_0001.png", "generation.json",
-                                                      "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".spritediff-files.json", "frame_0000.png", "frame_0001.png",
+                                                      "generation.json"]
+
+
+def test_outputs_never_land_in_an_input_folder(tmp_path, capsys):
+    poses = tmp_path / "poses"
+    shutil.copytree(MOORE_TINY / "inputs", poses)
+    before = digests(tmp_path)
+    for out in (poses, poses / "frames"):
+        args = generate_args(out)
+        args[args.index("--poses") + 1] = str(poses)
+        args[args.index("--model") + 1] = str(tmp_path / "no-such-model")  # checked before any model loads
+        assert main(args) == 1
+        assert "input" in capsys.readouterr().err
+    assert digests(tmp_path) == before
+
+
+def test_an_output_folder_that_is_a_file_fails_before_work(tmp_path, capsys):
+    out = tmp_path / "frames"
+    out.write_text("a file")
+    args = generate_args(out)
+    args[args.index("--model") + 1] = str(tmp_path / "no-such-model")
+    assert main(args) == 1
+    assert "is a file" in capsys.readouterr().err and out.read_text() == "a file"
 
 
 @pytest.mark.parametrize("change, message", [

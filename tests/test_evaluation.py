@@ -160,8 +160,8 @@ def test_evaluate_writes_metrics_and_a_contact_sheet(tmp_path, pipe, capsys):
     assert main(evaluate_args(data, out)) == 0
     printed = capsys.readouterr().out
     assert "[1/2] char_0000/000_walk_side" in printed and "[2/2] char_0001/000_jump_dir_045" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "generation.json", "metrics.json",
-                                                     "metrics.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".spritediff-files.json", "contact_sheet.png",
+                                                     "generation.json", "metrics.json", "metrics.md"]
     report = json.loads((out / "metrics.json").read_text())
     assert report["counts"] == {"characters": 2, "clips": 2, "frames": 4}
     settings = report["settings"]

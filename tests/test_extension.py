@@ -190,12 +190,13 @@ def test_preview_poses(scene, tmp_path):
     assert bpy.ops.spritediff.preview_poses() == {"FINISHED"}
     image = bpy.data.images["walk_poses"]
     assert image.source == "SEQUENCE"
-    assert len(list((tmp_path / "sprites" / "walk" / "pose_preview").glob("pose_*.png"))) == 8
+    assert len(list((tmp_path / "sprites" / "pose_previews" / "walk").glob("pose_*.png"))) == 8
 
 
 @needs_torch
 def test_generate_sprites_headless(scene, tmp_path):
     scene.spritediff.preview_plane = True
+    assert bpy.ops.spritediff.preview_poses() == {"FINISHED"}  # its files must not block the generation
     assert bpy.ops.spritediff.generate() == {"FINISHED"}
     sequence, atlas = bpy.data.images["walk_frames"], bpy.data.images["walk_atlas"]
     assert sequence.source == "SEQUENCE" and Path(sequence.filepath).name == "frame_0000.png"
