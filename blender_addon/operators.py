@@ -182,7 +182,7 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         scene = context.scene
         options = options_from_settings(scene.spritediff, preferences(context))
         try:
-            dependencies.require(("PIL", "cv2", "yaml"))
+            dependencies.require(("PIL", "cv2"))
             sequence = read_sequence(scene, resolve_options(options))
             # Beside the animation folders, not inside one: a later Generate Sprites owns <output>/<action>/.
             folder = Path(bpy.path.abspath(options.output_dir)) / "pose_previews" / sequence.name

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import yaml
-
 from .errors import UnsupportedConfigError, WeightsMismatchError, WeightsNotFoundError
 
-if TYPE_CHECKING:  # torch is imported where weights are read, so finding a folder needs no torch (Preview Poses)
+if TYPE_CHECKING:  # torch and PyYAML are imported where they are used: finding a folder needs neither
     import torch
 
 UNET_CONFIG = Path("stable-diffusion-v1-5") / "unet" / "config.json"
@@ -229,6 +227,8 @@ def read_inference_config(path: Path | None) -> InferenceConfig:
     config = InferenceConfig()
     if path is None:
         return config
+    import yaml
+
     with open(path, encoding="utf-8") as handle:
         data = yaml.safe_load(handle) or {}
     if not isinstance(data, Mapping):
