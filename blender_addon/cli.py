@@ -65,16 +65,36 @@ def options_from_args(args: argparse.Namespace) -> GenerateOptions:
     )
 
 
-def options_from_job(settings: dict, where: str) -> GenerateOptions:
-    """A batch item's keys: the scene options of GenerateOptions and the settings, by their one name each."""
+# Batch keys that name files or folders: relative ones are read from the job file's folder.
+JOB_PATHS = ("model", "output_dir", "reference_path")
+JOB_SCENE_TYPES = {"model": str, "output_dir": str, "armature": str, "action": (str, type(None)), "camera": str,
+                   "bone_map": str, "frames": int, "auto_frame": bool, "reference_path": str, "reference_image": str,
+                   "preview_plane": bool}
+
+
+def options_from_job(settings: dict, where: str, base_folder: Path | None = None) -> GenerateOptions:
+    """A batch item's keys: the scene options of GenerateOptions and the settings, by their one name each,
+    checked by type (the settings by their own checks); relative paths are taken from `base_folder`."""
     scene = {key: value for key, value in settings.items() if key in SCENE_OPTIONS}
     unknown = sorted(set(settings) - set(SCENE_OPTIONS) - set(CONCERN_OF))
     if unknown:
         raise SpriteDiffError(f"{where}: unknown settings {unknown}")
+    for key, kind in JOB_SCENE_TYPES.items():
+        if key in scene and (not isinstance(scene[key], kind) or (kind is int and isinstance(scene[key], bool))):
+            raise SpriteDiffError(f"{where}: {key} must be {getattr(kind, '__name__', 'text')}, got {scene[key]!r}")
     if "frame_range" in scene:
-        scene["frame_range"] = tuple(scene["frame_range"])
+        value = scene["frame_range"]
+        if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
+            raise SpriteDiffError(f"{where}: frame_range must be two frame numbers, e.g. [1, 24]; got {value!r}")
+        scene["frame_range"] = tuple(value)
     if "frame_with" in scene:
+        if not (isinstance(scene["frame_with"], list) and all(isinstance(v, str) for v in scene["frame_with"])):
+            raise SpriteDiffError(f"{where}: frame_with must be a list of Action names")
         scene["frame_with"] = tuple(scene["frame_with"])
+    if base_folder is not None:
+        for key in JOB_PATHS:
+            if scene.get(key) and not Path(scene[key]).expanduser().is_absolute():
+                scene[key] = str(base_folder / Path(scene[key]).expanduser())
     generation = GenerationSettings().with_flat({k: v for k, v in settings.items() if k in CONCERN_OF}, where)
     return GenerateOptions(**scene, settings=generation)
 
@@ -103,19 +123,32 @@ def command_batch(args: argparse.Namespace) -> None:
     characters = job.get("character", [])
     if not characters:
         raise SpriteDiffError(f"job file {path} lists no [[character]]")
+    if not isinstance(characters, list) or not all(isinstance(c, dict) for c in characters):
+        raise SpriteDiffError(f"job file {path}: [[character]] must be tables")
+    for character in characters:
+        actions = character.get("actions")
+        if actions is not None and not (isinstance(actions, list) and all(isinstance(a, str) for a in actions)):
+            raise SpriteDiffError(f"job file {path}: actions must be a list of Action names, e.g. [\"Walk\"]; "
+                                  f"got {actions!r}")
     items = [(c, a) for c in characters for a in (c.get("actions") or [None])]
-    failures = 0
+    plans = []  # every item checked before the first one runs
     for number, (character, action) in enumerate(items, 1):
         settings = {**defaults, **{k: v for k, v in character.items() if k not in ("name", "blend", "actions")}}
         settings["action"] = action
         settings.setdefault("model", os.environ.get("SPRITEDIFF_MODEL_DIR", ""))
-        name = character.get("name", character.get("armature", "character"))
-        settings["output_dir"] = str(Path(settings.get("output_dir", "out/batch")) / name)
-        label = f"[{number}/{len(items)}] {name} {action or ''}: "
+        name = str(character.get("name", character.get("armature", "character")))
+        settings["output_dir"] = str(Path(str(settings.get("output_dir", "batch"))) / name)
+        options = options_from_job(settings, f"job file {path}, {name} {action or ''}".rstrip(),
+                                   path.resolve().parent)
+        blend = (path.resolve().parent / str(character["blend"])) if "blend" in character else None
+        if blend is not None and not blend.is_file():
+            raise SpriteDiffError(f"job file {path}, {name}: blend file {blend} does not exist")
+        plans.append((f"[{number}/{len(items)}] {name} {action or ''}: ", blend, options))
+    failures = 0
+    for label, blend, options in plans:
         try:
-            options = options_from_job(settings, f"job file {path}")
-            if "blend" in character:
-                open_blend(str((path.parent / character["blend"]).resolve()))
+            if blend is not None:
+                open_blend(str(blend))
             generate_one(bpy.context.scene, options, label)
         except SpriteDiffError as error:
             failures += 1
@@ -151,6 +184,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="spritediff headless commands")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     poses = commands.add_parser("poses", help="write an Action's pose images and OpenPose JSON")

@@ -223,6 +223,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spritediff", description="Sprite frames from a picture and poses.")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="generate one frame per pose image")
@@ -277,11 +278,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command: 0 on success, 1 with a one-line message for errors spritediff reports."""
+    """Run a parsed command: 0 on success; 1 with one line on stderr for any failure (the one boundary where
+    library exceptions become messages; `--debug` shows the traceback); 130 when interrupted."""
     try:
         args.run(args)
     except SpriteDiffError as error:
         print(f"spritediff: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("spritediff: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("spritediff: error: out of memory: try a smaller size, fewer context_frames, or "
+              "--decode-chunk-size 1 --sequential-guidance", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, a read-only folder, a vanished file
+        if getattr(args, "debug", False):
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"spritediff: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001  (a library's own exception: one line, never a traceback)
+        if getattr(args, "debug", False):
+            raise
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"spritediff: error: unexpected {type(error).__name__}: {text} (run with --debug for the details)",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -98,6 +98,8 @@ def matte_frame(frame: Image.Image, hint: OutlineHint = OutlineHint(), mode: str
         return frame.convert("RGBA")
     if mode == "rembg":
         return _rembg(frame)
+    if frame.mode == "RGBA" and int(np.asarray(frame.getchannel("A")).min()) < 255:
+        return frame.copy()  # the frame's own transparency is better than any guess from the colours
     rgb = np.asarray(frame.convert("RGB")).astype(np.float32)
     value = rgb.max(axis=-1)
     level = _background_level(value)

@@ -151,18 +151,53 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
                 break
 
 
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: far above any sprite or reference, well below a memory blow-up
+
+
 def open_image(path: str | Path, what: str = "image"):
-    """A fully read PIL image, or a SpriteDiffError saying what is wrong with the file."""
-    from PIL import Image, UnidentifiedImageError
+    """A fully read picture as RGB or RGBA, upright as shown (EXIF orientation applied), 16-bit and float
+    pictures scaled to 8 bits, palette and grey pictures converted with their transparency; an animated file
+    gives its first frame. Anything else is a SpriteDiffError saying what is wrong with the file."""
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise InvalidInputError(f"{what} {path} is {image.width}x{image.height} pixels: more than "
+                                            f"{MAX_IMAGE_PIXELS // 1_000_000} million; scale it down")
+                image.seek(0)  # an animated file: its first frame
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                return _to_8_bit(upright)
     except FileNotFoundError:
         raise SpriteDiffError(f"{what} {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
+    except IsADirectoryError:
+        raise SpriteDiffError(f"{what} {path} is a folder, not an image file") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InvalidInputError(f"{what} {path} is too large to open safely; scale it down") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise SpriteDiffError(f"{what} {path} is not a readable image ({error})") from None
+
+
+def _to_8_bit(image):
+    """RGB or RGBA with 8 bits per channel, whatever the file's mode (I;16, I, F, P, L, LA, CMYK...)."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1.0 else \
+            65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode in ("RGBA", "RGB"):
+        return image.copy()
+    has_alpha = image.mode in ("LA", "PA", "RGBa", "La") or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
 
 
 def write_json(path: Path, data: object) -> None:

@@ -132,6 +132,9 @@ def locate_weights(root: str | Path) -> WeightsLayout:
             f"model folder {root} does not exist: pass a Moore-AnimateAnyone `pretrained_weights/` folder"
         )
     inference = root / INFERENCE_CONFIG
+    for folder in (VAE_DIR, IMAGE_ENCODER_DIR):  # without its config a library would build a default model
+        if (root / folder).is_dir():
+            _require(root, Path(folder) / "config.json", is_dir=False)
     return WeightsLayout(
         root=root,
         unet_config=_require(root, UNET_CONFIG, is_dir=False),
@@ -199,7 +202,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 # Checkpoints in torch's legacy (pre-1.6) format cannot be memory-mapped.
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt files, pickles with code, truncated downloads
-        raise WeightsMismatchError(f"{path.name}: cannot be read as a checkpoint ({error})") from error
+        raise WeightsMismatchError(f"{path}: cannot be read as a checkpoint ({_first_line(error)}); it may be "
+                                   "truncated, or hold pickled code, which spritediff never runs") from error
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
@@ -207,9 +211,21 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _first_line(error: Exception) -> str:
+    """An exception's first line, without torch's advice to turn the safety off (weights_only=False)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(" Please file an issue")[0].split("(1) In PyTorch")[0].strip()
+
+
 def read_unet_config(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise UnsupportedConfigError(f"{path}: not a readable JSON UNet config ({_first_line(error)})") from None
+    if not isinstance(config, dict):
+        raise UnsupportedConfigError(f"{path}: expected a JSON object")
+    return config
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,8 +245,11 @@ def read_inference_config(path: Path | None) -> InferenceConfig:
         return config
     import yaml
 
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise UnsupportedConfigError(f"{path}: not readable YAML ({_first_line(error)})") from None
     if not isinstance(data, Mapping):
         raise UnsupportedConfigError(f"{path.name}: expected a mapping at the top level")
     config.unet_additional_kwargs = _merge(config.unet_additional_kwargs, data.get("unet_additional_kwargs") or {})
