@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,7 @@ class PreparedJob:
     pose_images: list
     pose_sequence: Any
     scene_name: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def _reference_from_blender_image(name: str):
@@ -133,7 +135,21 @@ def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     reference = load_reference(options)
     pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
-                       scene.name)
+                       scene.name, empty_pose_warnings(sequence))
+
+
+def empty_pose_warnings(sequence) -> list[str]:
+    """A frame in which no keypoint is visible gives the model nothing to follow: say which; with none
+    visible at all, refuse (the camera or the bone map is wrong)."""
+    empty = [index for index, frame in enumerate(sequence.frames) if not frame.visible.any()]
+    if empty and len(empty) == len(sequence.frames):
+        raise SpriteDiffError(f"{sequence.name}: no keypoint of the armature is visible in any frame: check that "
+                              "the camera sees the character and that the bone map fits the rig")
+    if not empty:
+        return []
+    shown = ", ".join(str(i) for i in empty[:8]) + (" ..." if len(empty) > 8 else "")
+    return [f"{sequence.name}: no keypoint visible in {len(empty)} of {len(sequence.frames)} frames ({shown}); "
+            "those frames will not follow a pose"]
 
 
 # ---------------------------------------------------------------- the worker
@@ -360,6 +376,8 @@ def generate_one(scene: bpy.types.Scene, options: GenerateOptions, label: str = 
     """Prepare, run and finish one generation in `scene`, blocking (background mode: the CLI, batch files,
     the demo)."""
     job = GenerationJob(prepare(scene, options))
+    for warning in job.prepared.warnings:
+        print(f"{label}spritediff: warning: {warning}", file=sys.stderr)
     job.run_blocking()
     status = job.poll()
     if status.state != "finished":

@@ -129,6 +129,8 @@ class SPRITEDIFF_OT_generate(bpy.types.Operator):
         except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
             self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}
+        for warning in runner.job.prepared.warnings:
+            self.report({"WARNING"}, warning)
         if bpy.app.background or context.window_manager is None or not context.window_manager.windows:
             runner.job.run_blocking()  # no event loop: modal timers would never tick
             return self._report(runner, runner.poll())

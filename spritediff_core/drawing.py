@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .errors import InvalidInputError
 from .poses import PoseFrame, PoseSequence
 
 REFERENCE_SIDE = 512
@@ -135,6 +136,18 @@ def draw_pose(frame: PoseFrame, width: int | None = None, height: int | None = N
     return Image.fromarray(draw_pose_array(frame, width, height, stroke_scale, hands, face), "RGB")
 
 
+MAX_CANVAS_SIDE = 8192  # pose pictures for a model that works at 64-1024 px
+
+
+def check_canvas_size(width: int, height: int) -> None:
+    """Refuse pose canvases no generation could use, before drawing (30000 x 30000 would need 2.7 GB per
+    picture)."""
+    if not (1 <= width <= MAX_CANVAS_SIDE and 1 <= height <= MAX_CANVAS_SIDE):
+        megabytes = width * height * 3 / 2**20
+        raise InvalidInputError(f"a {width}x{height} pose canvas is outside 1..{MAX_CANVAS_SIDE} px per side "
+                                f"(it would take {megabytes:,.0f} MB per picture); choose a smaller size")
+
+
 def pose_image_names(count: int) -> list[str]:
     return [f"pose_{index:04d}.png" for index in range(count)]
 
@@ -145,6 +158,7 @@ def write_pose_sequence(sequence: PoseSequence, directory, width: int | None = N
     files there only with `keep_other_files`)."""
     from .staged_writes import MANIFEST, staged_directory, write_json
 
+    check_canvas_size(width or sequence.canvas_size[0], height or width or sequence.canvas_size[1])
     frames = sequence.frames if width is None else [f.scaled_to(width, height or width) for f in sequence.frames]
     sequence = sequence.with_frames(frames)
     names = pose_image_names(len(frames))

@@ -283,6 +283,22 @@ def test_error_no_camera(ext, scene, capfd):
 
 
 @needs_torch
+def test_error_the_camera_sees_no_keypoint(ext, scene, capfd):
+    scene.spritediff.auto_frame = False  # the camera frame as it is
+    scene.spritediff.armature.location.z += 1000.0  # far above the frame
+    run_failing(ext, scene, capfd, "no keypoint of the armature is visible in any frame")
+
+
+@needs_torch
+def test_an_output_folder_with_other_files_is_refused_before_generating(ext, scene, tmp_path, capfd):
+    folder = tmp_path / "sprites" / "walk"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    run_failing(ext, scene, capfd, "notes.txt")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine"
+
+
+@needs_torch
 def test_error_missing_weights_folder(ext, scene, prefs, tmp_path, capfd):
     prefs.weights_dir = str(tmp_path / "no-weights")
     run_failing(ext, scene, capfd, "does not exist")

@@ -164,3 +164,14 @@ def test_pack_keeps_the_frames_own_transparency(tmp_path):
     assert opaque.sum() == 3 * 20 * 30  # every frame's own opaque pixels, its black outline included
     assert set(np.unique(atlas[..., 3])) == {0, 255}
     assert (atlas[opaque][:, :3].max(axis=1) == 0).sum() == 3 * (20 * 30 - 16 * 26)
+
+
+def test_a_pose_canvas_no_generation_could_use_is_refused_with_its_memory(tmp_path):
+    from spritediff_core.poses import PoseFrame, PoseSequence
+
+    body = np.zeros((18, 3))
+    body[:, :2], body[:, 2] = 32.0, 1.0
+    PoseSequence([PoseFrame(body, 64, 64)], name="stand").save(tmp_path / "poses.json")
+    line = one_clear_line(spritediff("draw-poses", tmp_path / "poses.json", "--out", tmp_path / "out",
+                                     "--width", "30000", "--height", "30000"), 1, "30000x30000")
+    assert "MB per picture" in line and not (tmp_path / "out").exists()
