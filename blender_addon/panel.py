@@ -30,7 +30,7 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
         row.prop(settings, "frame_mode", expand=True)
         if settings.frame_mode == "COUNT":
             box.prop(settings, "frame_count")
-        else:
+        elif settings.frame_mode == "RANGE":
             row = box.row(align=True)
             row.prop(settings, "frame_start")
             row.prop(settings, "frame_end")

@@ -47,8 +47,10 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
     bone_map: EnumProperty(name="Bone map", items=_bone_map_items)
     action: PointerProperty(name="Action", type=bpy.types.Action,
                             description="The motion to turn into sprites (default: the armature's current one)")
-    frame_mode: EnumProperty(name="Frames", default="COUNT",
-                             items=[("COUNT", "Count", "N frames evenly sampled"),
+    frame_mode: EnumProperty(name="Frames", default="ACTION",  # as the command line without --frames/--range
+                             items=[("ACTION", "Action", "The Action's own frames (its spritediff_frames count, "
+                                                         "else every frame)"),
+                                    ("COUNT", "Count", "N frames evenly sampled"),
                                     ("RANGE", "Range", "Every frame of a range")])
     frame_count: IntProperty(name="Count", default=8, min=1, max=256)
     frame_start: IntProperty(name="Start", default=1)

@@ -66,7 +66,7 @@ def scene(ext, prefs, tmp_path):
     armature, actions, camera = ext.rig_builder.build_character_scene(scene)
     settings = scene.spritediff
     settings.armature, settings.action, settings.camera = armature, actions["walk"], camera
-    settings.frame_count = 8
+    settings.frame_mode, settings.frame_count = "COUNT", 8
     settings.reference_path = str(REFERENCE)
     settings.width = settings.height = 64
     settings.num_inference_steps = 2
@@ -347,6 +347,10 @@ def test_every_setting_reaches_every_add_on_front_end_with_the_same_default(ext,
     parser = cli.build_parser()
     required = ["generate", "--reference", "r.png", "--out", "o"]
     assert cli.options_from_args(parser.parse_args(required)).settings == defaults
+    # Frames: by default the Action's own, from the panel as from the command line.
+    assert scene.spritediff.bl_rna.properties["frame_mode"].default == "ACTION"
+    from_cli = cli.options_from_args(parser.parse_args(required))
+    assert from_cli.frames is None and from_cli.frame_range is None
     for concern, kind in core.CONCERNS.items():
         owner = prefs if concern == "runtime" else scene.spritediff
         for spec in fields(kind):
