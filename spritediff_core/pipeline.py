@@ -23,13 +23,14 @@ from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
 from .context_windows import context_windows
 from .devices import resolve_device, resolve_dtype
-from .errors import GenerationCancelled, InvalidInputError, WeightsMismatchError, WeightsNotFoundError
+from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
 from .models.pose_guider import build_pose_guider
 from .models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
 from .settings import RuntimeSettings, check_runtime_settings
 from .weights import (
     InferenceConfig,
+    check_loading_info,
     default_model,
     load_checked,
     load_state_dict,
@@ -147,14 +148,14 @@ class SpriteSheetPipeline:
                                                           output_loading_info=True)
             except Exception as error:  # missing or broken config, truncated file: the library's own types
                 raise WeightsNotFoundError(f"{layout.vae}: cannot load the VAE ({_first_line(error)})") from error
-            _check_loading_info(layout.vae, info)
+            check_loading_info(layout.vae, info)
             try:
                 image_encoder, info = CLIPVisionModelWithProjection.from_pretrained(
                     layout.image_encoder, local_files_only=True, output_loading_info=True)
             except Exception as error:
                 raise WeightsNotFoundError(f"{layout.image_encoder}: cannot load the CLIP image encoder "
                                            f"({_first_line(error)})") from error
-            _check_loading_info(layout.image_encoder, info)
+            check_loading_info(layout.image_encoder, info)
         scheduler = make_scheduler(inference)
         pipe = cls(vae, image_encoder, reference_unet, denoising_unet, pose_guider, scheduler, device, dtype)
         pipe.model_card = read_model_card(layout.root)
@@ -483,36 +484,28 @@ def tensor_to_pil(frame: torch.Tensor) -> Image.Image:
     return Image.fromarray((array * 255).round().astype(np.uint8), "RGB")
 
 
-def _check_loading_info(folder: Path, info: dict) -> None:
-    """Every weight of a library-loaded model came from its file: none missing, reinitialised or left over."""
-    problems = {name: list(info.get(name) or []) for name in ("missing_keys", "mismatched_keys", "unexpected_keys")}
-    problems = {name: keys for name, keys in problems.items() if keys}
-    if problems:
-        name, keys = next(iter(problems.items()))
-        first = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
-        raise WeightsMismatchError(f"{folder}: the weights do not fit its config.json ({len(keys)} "
-                                   f"{name.replace('_', ' ')}, e.g. {first})")
-
-
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
 class _quiet_library_loading:
-    """transformers' per-file loading bar off while our loader runs (spritediff reports progress itself);
-    the caller's setting is restored afterwards."""
+    """transformers' loading bar and load reports off while our loader runs (spritediff reports progress
+    and problems itself); the caller's settings are restored afterwards."""
 
     def __enter__(self):
         from transformers.utils import logging as transformers_logging
 
         self._logging = transformers_logging
         self._was_enabled = transformers_logging.is_progress_bar_enabled()
+        self._verbosity = transformers_logging.get_verbosity()
         transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()  # load reports: spritediff says what is wrong in one line
 
     def __exit__(self, *exc):
         if self._was_enabled:
             self._logging.enable_progress_bar()
+        self._logging.set_verbosity(self._verbosity)
         return False
 
 

@@ -211,6 +211,17 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def check_loading_info(folder: Path, info: dict) -> None:
+    """Every weight of a library-loaded model came from its file: none missing, reinitialised or left over."""
+    problems = {name: list(info.get(name) or []) for name in ("missing_keys", "mismatched_keys", "unexpected_keys")}
+    problems = {name: keys for name, keys in problems.items() if keys}
+    if problems:
+        name, keys = next(iter(problems.items()))
+        first = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
+        raise WeightsMismatchError(f"{folder}: the weights do not fit its config.json ({len(keys)} "
+                                   f"{name.replace('_', ' ')}, e.g. {first})")
+
+
 def _first_line(error: Exception) -> str:
     """An exception's first line, without torch's advice to turn the safety off (weights_only=False)."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

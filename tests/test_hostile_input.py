@@ -62,14 +62,24 @@ def broken_weights(tmp_path, relative, content: bytes | None):
     return weights
 
 
+def config_that_does_not_fit() -> bytes:
+    import json
+
+    config = json.loads((TINY_WEIGHTS / "image_encoder" / "config.json").read_text())
+    config["intermediate_size"] = config.get("intermediate_size", 64) * 2  # every MLP weight mis-shaped
+    return json.dumps(config).encode()
+
+
 @pytest.mark.parametrize("relative, content, words", [
+    ("image_encoder/config.json", config_that_does_not_fit(), ("image_encoder",)),
     ("image_encoder/config.json", b"{not json", ("image_encoder",)),
     ("image_encoder/config.json", None, ("image_encoder",)),
     ("image_encoder/pytorch_model.bin", b"PK\x03\x04truncated", ("image_encoder",)),
     ("denoising_unet.pth", b"\x80\x02truncated", ("denoising_unet.pth", "cannot be read")),
     ("inference_v2.yaml", b"key: [unclosed", ("inference_v2.yaml",)),
     ("stable-diffusion-v1-5/unet/config.json", b"[1, 2]", ("config.json",)),
-], ids=["encoder-config-broken", "encoder-config-missing", "encoder-truncated", "unet-truncated", "yaml-broken",
+], ids=["encoder-config-does-not-fit", "encoder-config-broken", "encoder-config-missing", "encoder-truncated",
+        "unet-truncated", "yaml-broken",
         "unet-config-not-an-object"])
 def test_broken_weights_give_one_line_and_no_output(tmp_path, relative, content, words):
     weights = broken_weights(tmp_path, relative, content)
@@ -175,3 +185,12 @@ def test_a_pose_canvas_no_generation_could_use_is_refused_with_its_memory(tmp_pa
     line = one_clear_line(spritediff("draw-poses", tmp_path / "poses.json", "--out", tmp_path / "out",
                                      "--width", "30000", "--height", "30000"), 1, "30000x30000")
     assert "MB per picture" in line and not (tmp_path / "out").exists()
+
+
+def test_training_refuses_weights_that_do_not_fit_their_config(tmp_path):
+    from spritediff_core.errors import WeightsMismatchError, WeightsNotFoundError
+    from spritediff_core.training.models import load_parts
+
+    weights = broken_weights(tmp_path, "image_encoder/config.json", config_that_does_not_fit())
+    with pytest.raises((WeightsMismatchError, WeightsNotFoundError), match="image"):
+        load_parts(weights)

@@ -38,6 +38,7 @@ from ..weights import (
     UNET_CONFIG,
     VAE_DIR,
     InferenceConfig,
+    check_loading_info,
     load_checked,
     load_state_dict,
     locate_weights,
@@ -113,11 +114,14 @@ def load_parts(path: str | Path) -> ModelParts:
     pose_guider = build_pose_guider(load_state_dict(layout.pose_guider), layout.pose_guider.name,
                                     unet_config["block_out_channels"][0])
     try:
-        vae = AutoencoderKL.from_pretrained(layout.vae, local_files_only=True, torch_dtype=torch.float32)
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(layout.image_encoder, local_files_only=True,
-                                                                      dtype=torch.float32)
-    except (OSError, ValueError) as error:
+        vae, vae_info = AutoencoderKL.from_pretrained(layout.vae, local_files_only=True, torch_dtype=torch.float32,
+                                                      output_loading_info=True)
+        image_encoder, encoder_info = CLIPVisionModelWithProjection.from_pretrained(
+            layout.image_encoder, local_files_only=True, dtype=torch.float32, output_loading_info=True)
+    except Exception as error:  # missing or broken config, truncated file: the libraries' own types
         raise WeightsNotFoundError(f"{layout.root}: cannot load the VAE or image encoder ({error})") from error
+    check_loading_info(layout.vae, vae_info)  # no weight silently reinitialised
+    check_loading_info(layout.image_encoder, encoder_info)
     card = read_model_card(layout.root)
     parts = ModelParts(unet_config, inference, vae, image_encoder, reference_unet, spatial_unet, pose_guider,
                        motion_state, card)
