@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import SpriteDiffError
+from .errors import SpriteDiffError, first_line
 from .settings import (
     GenerationSettings,
     add_setting_argument,
@@ -301,9 +301,8 @@ def run_command(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001  (a library's own exception: one line, never a traceback)
         if getattr(args, "debug", False):
             raise
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"spritediff: error: unexpected {type(error).__name__}: {text} (run with --debug for the details)",
-              file=sys.stderr)
+        print(f"spritediff: error: unexpected {type(error).__name__}: {first_line(error)} (run with --debug for "
+              "the details)", file=sys.stderr)
         return 1
     return 0
 

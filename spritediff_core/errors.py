@@ -23,3 +23,12 @@ class InvalidInputError(SpriteDiffError, ValueError):
 
 class GenerationCancelled(SpriteDiffError):
     """A generation was cancelled through `SpriteSheetPipeline.cancel()`."""
+
+
+def first_line(error: BaseException) -> str:
+    """A library exception as one line for a message (its first line, without torch's advice to turn the
+    unpickling safety off)."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return text.splitlines()[0].split(" Please file an issue")[0].split("(1) In PyTorch")[0].strip()

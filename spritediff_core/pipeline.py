@@ -23,7 +23,7 @@ from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
 from .context_windows import context_windows
 from .devices import resolve_device, resolve_dtype
-from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError
+from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError, first_line
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
 from .models.pose_guider import build_pose_guider
 from .models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
@@ -147,14 +147,14 @@ class SpriteSheetPipeline:
                 vae, info = AutoencoderKL.from_pretrained(layout.vae, local_files_only=True, low_cpu_mem_usage=False,
                                                           output_loading_info=True)
             except Exception as error:  # missing or broken config, truncated file: the library's own types
-                raise WeightsNotFoundError(f"{layout.vae}: cannot load the VAE ({_first_line(error)})") from error
+                raise WeightsNotFoundError(f"{layout.vae}: cannot load the VAE ({first_line(error)})") from error
             check_loading_info(layout.vae, info)
             try:
                 image_encoder, info = CLIPVisionModelWithProjection.from_pretrained(
                     layout.image_encoder, local_files_only=True, output_loading_info=True)
             except Exception as error:
                 raise WeightsNotFoundError(f"{layout.image_encoder}: cannot load the CLIP image encoder "
-                                           f"({_first_line(error)})") from error
+                                           f"({first_line(error)})") from error
             check_loading_info(layout.image_encoder, info)
         scheduler = make_scheduler(inference)
         pipe = cls(vae, image_encoder, reference_unet, denoising_unet, pose_guider, scheduler, device, dtype)
@@ -482,11 +482,6 @@ def tensor_to_pil(frame: torch.Tensor) -> Image.Image:
     """A (3, H, W) float frame in [0, 1] as an RGB image (rounded to the nearest 8-bit value)."""
     array = frame.permute(1, 2, 0).numpy()
     return Image.fromarray((array * 255).round().astype(np.uint8), "RGB")
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class _quiet_library_loading:

@@ -14,8 +14,6 @@ from typing import Iterator, Sequence
 from .errors import InvalidInputError, SpriteDiffError
 
 MANIFEST = "generation.json"
-
-
 OWNERSHIP = ".spritediff-files.json"  # what spritediff wrote into a folder, with each file's SHA-256
 STAGING_PREFIX = ".spritediff-staging-"
 RETIRED_PREFIX = ".spritediff-retired-"
@@ -55,9 +53,9 @@ def _ours(destination: Path, name: str, owned: dict[str, str]) -> bool:
     """Whether the top-level entry `name` holds only files spritediff wrote, unchanged since (by hash)."""
     path = destination / name
     if path.is_dir() and not path.is_symlink():
-        inside = _files_under(path)
         if not any(recorded.startswith(name + "/") for recorded in owned):
             return False
+        inside = _files_under(path)
         return all(f"{name}/{relative}" in owned and not file.is_symlink()
                    and _sha256(file) == owned[f"{name}/{relative}"] for relative, file in inside.items())
     return name in owned and path.is_file() and not path.is_symlink() and _sha256(path) == owned[name]
@@ -113,24 +111,24 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
     retired, moved_in = None, []
     try:
         yield staging
-        check_output_folder(destination, inputs, replace_previous_run, keep_other_files)  # nothing new arrived
+        # What the folder holds now (something may have arrived during the run), each entry hashed once.
         owned = _owned_files(destination) if replace_previous_run else {}
+        ours = {entry.name: _ours(destination, entry.name, owned) for entry in sorted(destination.iterdir())
+                if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))}
         new_entries = sorted(p.name for p in staging.iterdir())
-        clashes = [name for name in new_entries
-                   if (destination / name).exists() and not _ours(destination, name, owned)]
-        if clashes:
-            raise InvalidInputError(f"{destination} already holds {', '.join(clashes[:5])}, not written by "
-                                    "spritediff (or changed since): choose an empty or new folder")
+        foreign = [name for name, mine in ours.items() if not mine
+                   and (name in new_entries or not keep_other_files)]
+        if foreign:
+            raise InvalidInputError(f"output folder {destination} already holds {', '.join(foreign[:5])}, not "
+                                    "written by spritediff (or changed since): choose an empty or new folder")
+        written = {name: _sha256(path) for name, path in _files_under(staging).items()}
         retired = Path(tempfile.mkdtemp(prefix=RETIRED_PREFIX, dir=destination))
         # Old outputs step aside (renames on one filesystem), the new ones move in; then the old ones go.
-        for name in sorted(set(new_entries) | {n.split("/", 1)[0] for n in owned}):
-            if ((destination / name).exists() or (destination / name).is_symlink()) and _ours(destination, name, owned):
-                os.replace(destination / name, retired / name)
+        for name in (name for name, mine in ours.items() if mine):
+            os.replace(destination / name, retired / name)
         for name in new_entries:
             os.replace(staging / name, destination / name)
             moved_in.append(name)
-        written = {name: _sha256(path) for name, path in _files_under(destination).items()
-                   if name.split("/", 1)[0] in new_entries}
         write_json(destination / OWNERSHIP, {"files": written})
     except BaseException:
         for name in moved_in:  # this run's own new files out again, the old outputs back in

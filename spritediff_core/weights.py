@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .errors import UnsupportedConfigError, WeightsMismatchError, WeightsNotFoundError
+from .errors import UnsupportedConfigError, WeightsMismatchError, WeightsNotFoundError, first_line
 
 if TYPE_CHECKING:  # torch and PyYAML are imported where they are used: finding a folder needs neither
     import torch
@@ -202,7 +202,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 # Checkpoints in torch's legacy (pre-1.6) format cannot be memory-mapped.
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt files, pickles with code, truncated downloads
-        raise WeightsMismatchError(f"{path}: cannot be read as a checkpoint ({_first_line(error)}); it may be "
+        raise WeightsMismatchError(f"{path}: cannot be read as a checkpoint ({first_line(error)}); it may be "
                                    "truncated, or hold pickled code, which spritediff never runs") from error
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
@@ -222,18 +222,12 @@ def check_loading_info(folder: Path, info: dict) -> None:
                                    f"{name.replace('_', ' ')}, e.g. {first})")
 
 
-def _first_line(error: Exception) -> str:
-    """An exception's first line, without torch's advice to turn the safety off (weights_only=False)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.split(" Please file an issue")[0].split("(1) In PyTorch")[0].strip()
-
-
 def read_unet_config(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
     except (OSError, ValueError) as error:
-        raise UnsupportedConfigError(f"{path}: not a readable JSON UNet config ({_first_line(error)})") from None
+        raise UnsupportedConfigError(f"{path}: not a readable JSON UNet config ({first_line(error)})") from None
     if not isinstance(config, dict):
         raise UnsupportedConfigError(f"{path}: expected a JSON object")
     return config
@@ -260,7 +254,7 @@ def read_inference_config(path: Path | None) -> InferenceConfig:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}
     except (OSError, ValueError, yaml.YAMLError) as error:
-        raise UnsupportedConfigError(f"{path}: not readable YAML ({_first_line(error)})") from None
+        raise UnsupportedConfigError(f"{path}: not readable YAML ({first_line(error)})") from None
     if not isinstance(data, Mapping):
         raise UnsupportedConfigError(f"{path.name}: expected a mapping at the top level")
     config.unet_additional_kwargs = _merge(config.unet_additional_kwargs, data.get("unet_additional_kwargs") or {})
