@@ -125,8 +125,17 @@ def matte_frame(frame: Image.Image, hint: OutlineHint = OutlineHint(), mode: str
         spill = background & cv2.dilate(silhouette.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         soft = edge | spill
         brightness = np.maximum(colour.max(axis=-1), 1.0)
+        outlined = hint.thickness > 0
+        if outlined:
+            # An outline thinner than a pixel here (or one lighter than the background) is what the edge
+            # pixels are made of, so their coverage is measured against the outline's brightness, not the
+            # inside's; otherwise a dark-outlined character loses its whole rim.
+            brightness = np.minimum(brightness, max(hint.darkness, 2 * level))
         alpha[soft] = np.clip((value[soft] - level * spill[soft]) / brightness[soft], 0, 1)
         alpha[spill & (alpha < 0.1)] = 0.0
+        if outlined:
+            rim = edge & (alpha > 0)
+            colour[rim] = np.clip(rgb[rim] / alpha[rim, None], 0, 255)  # the outline's own colour, unmixed
     out = np.where(alpha[..., None] < 1, colour, rgb)
     rgba = np.dstack([out, alpha * 255]).round().clip(0, 255).astype(np.uint8)
     return Image.fromarray(rgba, "RGBA")

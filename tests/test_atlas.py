@@ -28,6 +28,20 @@ def test_alpha_comes_back_from_black(seed, outline):
     assert alpha_iou(alpha_of(truth), alpha_of(matted)) >= 0.98
 
 
+@pytest.mark.parametrize("seed, outline_colour", [(8, (0, 0, 0)), (9, (42, 36, 40)), (10, (20, 24, 46))])
+def test_an_outline_thinner_than_a_pixel_keeps_its_rim(seed, outline_colour):
+    """A 1 px outline drawn at twice the frame's size: the frame's edge pixels are part outline, part
+    background, and the silhouette (alpha > 0.5) must still come back whole, in the outline's colour."""
+    reference = sprite(seed, size=256, outline=1, outline_colour=outline_colour)
+    truth = reference.resize((128, 128), Image.Resampling.BOX)
+    matted = matte_frame(on_black(truth, seed=seed), OutlineHint.from_reference(reference))
+    expected, found = alpha_of(truth) > 0.5, alpha_of(matted) > 0.5
+    assert (expected & found).sum() / (expected | found).sum() >= 0.98
+    rim = expected & found & (alpha_of(truth) < 0.99)
+    colour_error = np.abs(np.asarray(matted)[rim][:, :3].astype(int) - np.asarray(truth)[rim][:, :3]).mean()
+    assert colour_error < 16
+
+
 def test_dark_details_inside_stay_opaque_and_edges_have_no_black_fringe():
     truth = sprite(7)
     matted = np.asarray(matte_frame(on_black(truth, noise=0)))
