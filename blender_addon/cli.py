@@ -11,6 +11,7 @@ from typing import Sequence
 
 import bpy
 
+from spritediff_core.cli import add_output_arguments
 from spritediff_core.errors import SpriteDiffError
 from spritediff_core.settings import (
     CONCERN_OF,
@@ -50,7 +51,8 @@ def command_poses(args: argparse.Namespace) -> None:
                                         loop=LOOP_FLAGS[args.loop or "auto"], auto_frame=not args.no_auto_frame)
     from spritediff_core import drawing  # OpenCV: only once a command needs it
 
-    names = drawing.write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale)
+    names = drawing.write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale,
+                                        keep_other_files=args.add_to_folder)
     print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {args.out}")
 
 
@@ -61,6 +63,7 @@ def options_from_args(args: argparse.Namespace) -> GenerateOptions:
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
         bone_map=args.bone_map, frames=args.frames, frame_range=args.range, auto_frame=not args.no_auto_frame,
         frame_with=tuple(args.frame_with), reference_path=args.reference, preview_plane=args.preview_plane,
+        add_to_folder=args.add_to_folder,
         settings=settings_from_args(args, base),
     )
 
@@ -69,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> GenerateOptions:
 JOB_PATHS = ("model", "output_dir", "reference_path")
 JOB_SCENE_TYPES = {"model": str, "output_dir": str, "armature": str, "action": (str, type(None)), "camera": str,
                    "bone_map": str, "frames": int, "auto_frame": bool, "reference_path": str, "reference_image": str,
-                   "preview_plane": bool}
+                   "preview_plane": bool, "add_to_folder": bool}
 
 
 def options_from_job(settings: dict, where: str, base_folder: Path | None = None) -> GenerateOptions:
@@ -179,7 +182,6 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-auto-frame", action="store_true", help="use the camera frame as it is")
     parser.add_argument("--frame-with", action="append", default=[], metavar="ACTION",
                         help="other Actions of the character that share the same framing (repeatable)")
-    parser.add_argument("--out", required=True, help="output folder")
 
 
 def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentParser:
@@ -189,6 +191,7 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     poses = commands.add_parser("poses", help="write an Action's pose images and OpenPose JSON")
     add_scene_arguments(poses)
+    add_output_arguments(poses, "output folder for pose_NNNN.png and poses.json")
     poses.add_argument("--width", type=int, help="canvas width (default: the render resolution)")
     poses.add_argument("--height", type=int, help="canvas height (default: the render resolution)")
     add_setting_argument(poses, "loop", help="cycle, one-shot, or auto (default): from the Action")
@@ -198,6 +201,7 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
 
     gen = commands.add_parser("generate", help="generate sprites for an Action (frames, atlas, .blend data)")
     add_scene_arguments(gen)
+    add_output_arguments(gen, "output folder (one subfolder per Action)")
     gen.add_argument("--model",
                       help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
     gen.add_argument("--reference", required=True, help="the character picture")

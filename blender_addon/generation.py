@@ -47,6 +47,7 @@ class GenerateOptions:
     reference_path: str | None = None
     reference_image: str | None = None  # name of a Blender image
     preview_plane: bool = False
+    add_to_folder: bool = False  # write beside files already in the output folder (never over them)
     settings: GenerationSettings = field(default_factory=GenerationSettings)
 
 
@@ -131,7 +132,8 @@ def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     options = resolve_options(options)
     check_runtime_settings(options.settings.runtime)
     sequence = read_sequence(scene, options)
-    staged_writes.check_output_folder(output_folder(options, sequence.name), output_inputs(options))
+    staged_writes.check_output_folder(output_folder(options, sequence.name), output_inputs(options),
+                                      keep_other_files=options.add_to_folder)
     reference = load_reference(options)
     pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
@@ -304,7 +306,7 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     recorded = {"model": options.model, "settings": options.settings.to_dict()}
     paths = save_animation(out, prepared.name, job.frames, recorded, prepared.fps, prepared.loop,
                            prepared.pose_images, prepared.reference, options.settings.packing,
-                           output_inputs(options))
+                           output_inputs(options), keep_other_files=options.add_to_folder)
     created: list = []  # (collection, datablock), removed again if a later step fails
     try:
         sequence = bpy.data.images.load(str(paths["first_frame"]), check_existing=False)

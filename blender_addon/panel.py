@@ -56,6 +56,7 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
         box.label(text="Output", icon="FILE_FOLDER")
         box.prop(settings, "output_dir")
         box.prop(settings, "preview_plane")
+        box.prop(settings, "add_to_folder")
 
         layout.operator("spritediff.preview_poses", icon="POSE_HLT")
         if settings.running:

@@ -69,6 +69,10 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//sprites/")
     preview_plane: BoolProperty(name="Preview plane", default=False,
                                 description="Add a plane in front of the camera that plays the frames")
+    add_to_folder: BoolProperty(name="Add to folder", default=False,
+                                description="Write beside files already in the animation's output folder (never "
+                                            "over them); otherwise a folder holding files spritediff did not "
+                                            "write is refused")
     # Live status, written by the running job's timer.
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(name="Status", default="")
@@ -97,6 +101,7 @@ def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOption
         reference_image=settings.reference_image.name
         if settings.reference_source == "IMAGE" and settings.reference_image else None,
         preview_plane=settings.preview_plane,
+        add_to_folder=settings.add_to_folder,
         settings=GenerationSettings().with_flat(values, "the Sprites panel"),
     )
 

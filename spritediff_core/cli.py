@@ -26,7 +26,7 @@ from .settings import (
     read_settings_file,
     settings_from_args,
 )
-from .staged_writes import check_output_folder, open_image
+from .staged_writes import MANIFEST, check_output_folder, open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -85,7 +85,7 @@ def generate(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
-    from .output_layout import save_frames
+    from .output_layout import frame_names, save_frames
     from .pipeline import load_pipeline
     from .weights import generation_size, locate_weights, resolve_model
 
@@ -97,7 +97,8 @@ def generate(args: argparse.Namespace) -> Path:
     loop = resolve_loop(sampling.loop, poses_loop(args.poses))
     model = resolve_model(args.model)
     inputs = (pose_folder(args.poses), Path(args.reference), model)
-    check_output_folder(args.out, inputs)
+    check_output_folder(args.out, inputs, keep_other_files=args.add_to_folder,
+                        planned=[*frame_names(len(poses)), MANIFEST])
     locate_weights(model)
     width, height = generation_size(model, sampling.width, sampling.height)
     check_runtime_settings(runtime)
@@ -124,7 +125,7 @@ def generate(args: argparse.Namespace) -> Path:
         "model_cpu_offload": pipe.offloaded,
         "seconds": round(seconds, 3),
         "versions": {"torch": torch.__version__, "spritediff": _version()},
-    }, inputs)
+    }, inputs, keep_other_files=args.add_to_folder)
     print(f"wrote {len(names)} frames to {args.out}")
     return Path(args.out)
 
@@ -152,7 +153,7 @@ def draw_poses(args: argparse.Namespace) -> Path:
         width = width or round(height * canvas_width / canvas_height)
         height = height or round(width * canvas_height / canvas_width)
     names = write_pose_sequence(sequence, args.out, width, height, stroke_scale=args.stroke_scale,
-                                inputs=(Path(args.poses),))
+                                inputs=(Path(args.poses),), keep_other_files=args.add_to_folder)
     print(f"wrote {len(names)} pose images to {args.out}")
     return Path(args.out)
 
@@ -179,7 +180,7 @@ def pack(args: argparse.Namespace) -> Path:
         raise SpriteDiffError(f"--name was given {len(args.name)} times for {len(args.frames_dirs)} folders")
     packing = requested_settings(args).packing
     inputs = [Path(d) for d in args.frames_dirs] + [Path(p) for p in (args.reference, args.palette_image) if p]
-    check_output_folder(args.out, inputs)
+    check_output_folder(args.out, inputs, keep_other_files=args.add_to_folder)
     animations, reference_path = [], args.reference
     for index, folder in enumerate(Path(d) for d in args.frames_dirs):
         if not folder.is_dir():
@@ -197,7 +198,7 @@ def pack(args: argparse.Namespace) -> Path:
         reference_path = reference_path or recorded.get("reference")
     reference = open_image(Path(reference_path), "reference image") if reference_path else None
     palette_image = open_image(Path(args.palette_image), "palette image") if args.palette_image else None
-    with staged_directory(args.out, inputs) as staging:
+    with staged_directory(args.out, inputs, keep_other_files=args.add_to_folder) as staging:
         atlas, written = write_sheet(animations, staging, args.basename, packing, reference, palette_image)
         write_json(staging / "generation.json", {"files": [p.name for p in written],
                                                  "settings": {"packing": packing.to_dict()}})
@@ -221,6 +222,14 @@ def _version() -> str:
     return __version__
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """--out, and the one way to write into a folder that already holds other files."""
+    parser.add_argument("--out", required=True, help=help)
+    parser.add_argument("--add-to-folder", action="store_true",
+                        help="write beside files already in the output folder (never over them; without this, a "
+                             "folder holding files spritediff did not write is refused)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spritediff", description="Sprite frames from a picture and poses.")
     parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
@@ -231,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a Moore-AnimateAnyone pretrained_weights/ folder (default: the bundled spritediff-mini)")
     gen.add_argument("--reference", required=True, help="the character picture (RGBA is composited onto black)")
     gen.add_argument("--poses", required=True, help="a folder of pose images, or a glob such as 'poses/*.png'")
-    gen.add_argument("--out", required=True, help="output folder for frame_NNNN.png and generation.json")
+    add_output_arguments(gen, "output folder for frame_NNNN.png and generation.json")
     gen.add_argument("--fps", type=float, default=8.0, help="playback rate, recorded for packing (default 8)")
     gen.add_argument("--settings", metavar="JSON",
                      help="replay the settings recorded in a generation.json (flags given here override them)")
@@ -240,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     draw = commands.add_parser("draw-poses", help="draw an OpenPose JSON sequence as DWPose pose images")
     draw.add_argument("poses", help="OpenPose JSON: a spritediff sequence, a list of frames, or one frame")
-    draw.add_argument("--out", required=True, help="output folder for pose_NNNN.png and poses.json")
+    add_output_arguments(draw, "output folder for pose_NNNN.png and poses.json")
     draw.add_argument("--width", type=int, default=None, help="default: the JSON's canvas width")
     draw.add_argument("--height", type=int, default=None, help="default: the JSON's canvas height")
     draw.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
@@ -250,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     packer = commands.add_parser("pack", help="pack frame folders into a sprite sheet with engine metadata")
     packer.add_argument("frames_dirs", nargs="+", metavar="FRAMES_DIR", help="one folder of frames per animation")
-    packer.add_argument("--out", required=True, help="output folder")
+    add_output_arguments(packer, "output folder")
     packer.add_argument("--name", action="append", help="animation name per folder (default: folder name)")
     packer.add_argument("--basename", default="atlas", help="file name of the pages and metadata")
     packer.add_argument("--fps", type=float, help="default: from generation.json, else 8")

@@ -16,10 +16,11 @@ def frame_names(count: int) -> list[str]:
     return [f"frame_{index:04d}.png" for index in range(count)]
 
 
-def save_frames(frames, directory: str | Path, settings: dict, inputs=()) -> list[str]:
-    """Numbered PNG frames plus `generation.json` (the settings, and the files written), all or nothing."""
+def save_frames(frames, directory: str | Path, settings: dict, inputs=(), keep_other_files: bool = False) -> list[str]:
+    """Numbered PNG frames plus `generation.json` (the settings, and the files written), all or nothing;
+    with `keep_other_files` beside files already in the folder (never over them)."""
     names = frame_names(len(frames))
-    with staged_directory(directory, inputs) as staging:
+    with staged_directory(directory, inputs, keep_other_files=keep_other_files) as staging:
         for frame, name in zip(frames, names):
             frame.save(staging / name)
         write_json(staging / MANIFEST, {"files": names, **settings})
@@ -28,14 +29,14 @@ def save_frames(frames, directory: str | Path, settings: dict, inputs=()) -> lis
 
 def save_animation(directory: str | Path, name: str, frames, settings: dict, fps: float, loop: bool,
                    pose_images=(), reference=None, packing: PackingSettings = PackingSettings(),
-                   inputs=()) -> dict[str, Path]:
+                   inputs=(), keep_other_files: bool = False) -> dict[str, Path]:
     """One animation's results, all or nothing: `frames/` (the generated PNGs + generation.json), `poses/`,
     and the sheet: transparent, anchored, trimmed atlas `<name>_atlas.png` with its metadata, and previews.
     Returns the paths written."""
     directory = Path(directory)
     names = frame_names(len(frames))
     basename = f"{name}_atlas"
-    with staged_directory(directory, inputs) as staging:
+    with staged_directory(directory, inputs, keep_other_files=keep_other_files) as staging:
         (staging / "frames").mkdir()
         for frame, frame_name in zip(frames, names):
             frame.save(staging / "frames" / frame_name)

@@ -62,11 +62,13 @@ def _ours(destination: Path, name: str, owned: dict[str, str]) -> bool:
 
 
 def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = (),
-                        replace_previous_run: bool = True, keep_other_files: bool = False) -> Path:
+                        replace_previous_run: bool = True, keep_other_files: bool = False,
+                        planned: Sequence[str] = ()) -> Path:
     """Everything about an output folder that can be known before any work: it is not a file, it is
     writable, it is not one of the inputs nor inside one, and whatever it holds was written by spritediff
     (unchanged since) when a previous run is to be replaced; with `keep_other_files` other files may stay
-    beside the outputs (never replaced: a name clash is refused). Raises InvalidInputError; returns the path."""
+    beside the outputs, but never under a name the run will write (`planned`: the top-level names it knows
+    it will write). Raises InvalidInputError; returns the path."""
     destination = Path(destination).absolute()
     if destination.exists() and not destination.is_dir():
         raise InvalidInputError(f"output folder {destination} is a file: choose a folder")
@@ -81,16 +83,16 @@ def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = 
         existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InvalidInputError(f"cannot write into {existing}: choose a folder you can write to")
-    if destination.is_dir() and not keep_other_files:
+    if destination.is_dir():
         owned = _owned_files(destination) if replace_previous_run else {}
         foreign = [entry.name for entry in sorted(destination.iterdir())
                    if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))
-                   and not _ours(destination, entry.name, owned)]
+                   and (not keep_other_files or entry.name in planned) and not _ours(destination, entry.name, owned)]
         if foreign:
             raise InvalidInputError(
                 f"output folder {destination} already holds {', '.join(foreign[:5])}"
                 f"{' and more' if len(foreign) > 5 else ''}, not written by spritediff (or changed since): "
-                "choose an empty or new folder")
+                "choose an empty or new folder, or add to this one (--add-to-folder)")
     return destination
 
 
@@ -120,7 +122,8 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
                    and (name in new_entries or not keep_other_files)]
         if foreign:
             raise InvalidInputError(f"output folder {destination} already holds {', '.join(foreign[:5])}, not "
-                                    "written by spritediff (or changed since): choose an empty or new folder")
+                                    "written by spritediff (or changed since): choose an empty or new folder"
+                                    + ("" if keep_other_files else ", or add to this one (--add-to-folder)"))
         written = {name: _sha256(path) for name, path in _files_under(staging).items()}
         retired = Path(tempfile.mkdtemp(prefix=RETIRED_PREFIX, dir=destination))
         # Old outputs step aside (renames on one filesystem), the new ones move in; then the old ones go.

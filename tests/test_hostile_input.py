@@ -194,3 +194,40 @@ def test_training_refuses_weights_that_do_not_fit_their_config(tmp_path):
     weights = broken_weights(tmp_path, "image_encoder/config.json", config_that_does_not_fit())
     with pytest.raises((WeightsMismatchError, WeightsNotFoundError), match="image"):
         load_parts(weights)
+
+
+def test_a_folder_with_other_files_is_refused_unless_added_to(tmp_path):
+    sheet_frames(tmp_path / "walk", transparent=True)
+    out = tmp_path / "game" / "sprites"
+    out.mkdir(parents=True)
+    (out / "readme.txt").write_text("the artist's notes")
+    (out / "hero.png").write_bytes(b"not ours")
+    before = digests(tmp_path)
+    one_clear_line(spritediff("pack", tmp_path / "walk", "--out", out), 1, "readme.txt", "--add-to-folder")
+    assert digests(tmp_path) == before
+
+    for _ in range(2):  # the second run replaces only its own outputs, the artist's files stay
+        result = spritediff("pack", tmp_path / "walk", "--out", out, "--add-to-folder")
+        assert result.code == 0, result.err
+        assert {"readme.txt", "hero.png", "atlas.png", "atlas.json"} <= {p.name for p in out.iterdir()}
+        assert all(digests(tmp_path)[name] == before[name] for name in before)
+
+    # A name clash is never written over, even when adding to the folder.
+    one_clear_line(spritediff("pack", tmp_path / "walk", "--out", out, "--add-to-folder", "--basename", "hero"),
+                   1, "hero.png")
+    assert (out / "hero.png").read_bytes() == b"not ours"
+
+
+def test_generate_adds_frames_beside_other_files_only_when_asked(tmp_path):
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    one_clear_line(generate(out), 1, "notes.txt")  # refused before the model loads
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    result = generate(out, TINY_WEIGHTS, REFERENCE, "--add-to-folder")
+    assert result.code == 0, result.err
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "frame_0000.png").is_file()
+
+    (out / "frame_0001.png").write_bytes(b"the artist's own frame")  # a clash is refused before the model loads
+    line = one_clear_line(generate(out, TINY_WEIGHTS, REFERENCE, "--add-to-folder"), 1, "frame_0001.png")
+    assert (out / "frame_0001.png").read_bytes() == b"the artist's own frame" and "model" not in line
