@@ -102,16 +102,17 @@ def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
 
 
 def resolve_options(options: GenerateOptions) -> GenerateOptions:
-    """The options with the weights folder found and checked and the frame size resolved (0: the model's
-    native size), so a missing folder or a bad size is reported before any work."""
+    """The options with the weights folder found and checked and the frame size and guidance resolved (0: the
+    model's native size and recommended guidance), so a missing folder or a bad size is reported before any work."""
     from spritediff_core import weights  # PyYAML: installed by the preferences
 
     model = weights.resolve_model(bpy.path.abspath(options.model) if str(options.model).strip() else None)
     weights.locate_weights(model)
     sampling = options.settings.sampling
     width, height = weights.generation_size(model, sampling.width, sampling.height)
-    return replace(options, model=str(model), settings=options.settings.with_flat({"width": width,
-                                                                                   "height": height}))
+    guidance_scale = weights.generation_guidance(model, sampling.guidance_scale)
+    return replace(options, model=str(model), settings=options.settings.with_flat(
+        {"width": width, "height": height, "guidance_scale": guidance_scale}))
 
 
 def output_folder(options: GenerateOptions, name: str) -> Path:

@@ -87,7 +87,7 @@ def generate(args: argparse.Namespace) -> Path:
 
     from .output_layout import frame_names, save_frames
     from .pipeline import load_pipeline
-    from .weights import generation_size, locate_weights, resolve_model
+    from .weights import generation_guidance, generation_size, locate_weights, resolve_model
 
     settings = requested_settings(args)
     sampling, runtime = settings.sampling, settings.runtime
@@ -101,15 +101,17 @@ def generate(args: argparse.Namespace) -> Path:
                         planned=[*frame_names(len(poses)), MANIFEST])
     locate_weights(model)
     width, height = generation_size(model, sampling.width, sampling.height)
+    guidance_scale = generation_guidance(model, sampling.guidance_scale)
     check_runtime_settings(runtime)
     # Recorded as used: a replay of this file gives these frames whatever the defaults become.
-    settings = settings.with_flat({"width": width, "height": height, "loop": "cycle" if loop else "one-shot"})
+    settings = settings.with_flat({"width": width, "height": height, "guidance_scale": guidance_scale,
+                                   "loop": "cycle" if loop else "one-shot"})
 
     pipe = load_pipeline(model, runtime)
     started = time.perf_counter()
     frames = pipe(
         reference, poses, width=width, height=height, num_inference_steps=sampling.num_inference_steps,
-        guidance_scale=sampling.guidance_scale, seed=sampling.seed, context_frames=sampling.context_frames,
+        guidance_scale=guidance_scale, seed=sampling.seed, context_frames=sampling.context_frames,
         context_overlap=sampling.context_overlap, loop=loop, options=runtime,
     )
     seconds = time.perf_counter() - started

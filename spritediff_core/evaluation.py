@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .dataset import REFERENCE_VIEWS
 from .errors import InvalidInputError
-from .settings import default_of
+from .settings import default_of, setting_range
 from .staged_writes import MANIFEST
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "contact_sheet.png")
@@ -61,10 +61,14 @@ class EvaluationSettings:
             raise InvalidInputError("--views is empty: name views (side,dir_045,...) or give 'all'")
         if self.max_clips is not None and self.max_clips < 1:
             raise InvalidInputError(f"--max-clips must be at least 1, got {self.max_clips}")
-        if self.steps < 1:
-            raise InvalidInputError(f"--num-inference-steps must be at least 1, got {self.steps}")
-        if self.guidance < 1.0:
-            raise InvalidInputError(f"--guidance-scale must be >= 1.0, got {self.guidance}")
+        for option, name, value in (("--num-inference-steps", "num_inference_steps", self.steps),
+                                    ("--seed", "seed", self.seed)):
+            low, high = setting_range(name)
+            if not low <= value <= high:
+                raise InvalidInputError(f"{option} must be from {low} to {high}, got {value}")
+        if not (self.guidance == 0 or 1.0 <= self.guidance <= 30.0):
+            raise InvalidInputError(f"--guidance-scale must be 0 (the model's recommended value) or >= 1.0, got "
+                                    f"{self.guidance}")
         if self.size is not None:
             _check_size(self.size, "--width/--height")
 
@@ -315,6 +319,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
     from .metrics import PSNR_CAP_DB
     from .pipeline import SpriteSheetPipeline
     from .staged_writes import check_output_folder, staged_directory, write_json
+    from .weights import recommended_guidance
 
     settings.check()
     dataset = load_dataset(settings.data)
@@ -323,6 +328,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
     inputs = (settings.data, settings.model)
     check_output_folder(out, inputs)
     pipe = SpriteSheetPipeline.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
+    settings = replace(settings, guidance=settings.guidance or recommended_guidance(pipe.model_card))
     size, size_source = generation_size(settings, pipe, dataset)
     _check_size(size, size_source)
 

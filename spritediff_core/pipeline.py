@@ -37,6 +37,7 @@ from .weights import (
     locate_weights,
     read_inference_config,
     read_model_card,
+    recommended_guidance,
     read_unet_config,
 )
 
@@ -297,7 +298,7 @@ class SpriteSheetPipeline:
         width: int,
         height: int,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.5,
+        guidance_scale: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         context_frames: int = 24,
@@ -314,10 +315,12 @@ class SpriteSheetPipeline:
         Returns a list of PIL images ("pil"), a float32 array (L, H, W, 3) in [0, 1] ("np"), a float tensor
         (L, 3, H, W) in [0, 1] ("pt"), or the final latents (1, 4, L, H/8, W/8) ("latent").
         `loop=True` lets context windows wrap round (cycles); `loop=False` keeps them inside the sequence.
+        `guidance_scale`: None (or 0) is the model card's recommended value, else 3.5.
         `show_progress`: a tqdm bar; None shows it only when stderr is a terminal.
         `options`: speed and memory switches (`RuntimeSettings`); the defaults are exact.
         """
         options = options or RuntimeSettings()
+        guidance_scale = guidance_scale or recommended_guidance(self.model_card)
         self._validate(reference, poses, width, height, num_inference_steps, guidance_scale,
                        context_frames, context_overlap, output_type, callback_on_step_end_tensor_inputs)
         if not self._lock.acquire(blocking=False):

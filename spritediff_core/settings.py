@@ -101,8 +101,9 @@ class SamplingSettings(_Settings):
                           minimum=0, maximum=4096, multiple_of=8)
     num_inference_steps: int = setting(25, "denoising steps (more: finer detail, slower)", minimum=1, maximum=1000,
                                        label="Steps")
-    guidance_scale: float = setting(3.5, "classifier-free guidance: how strongly the frames follow the reference "
-                                         "and poses (1: off, one UNet pass per step)", minimum=1.0, maximum=30.0,
+    guidance_scale: float = setting(0.0, "classifier-free guidance: how strongly the frames follow the reference "
+                                         "and poses (1: off, one UNet pass per step); 0: the model's recommended "
+                                         "value (spritediff-mini: 1.5), else 3.5", minimum=0.0, maximum=30.0,
                                     label="Guidance")
     seed: int = setting(1234, "seed of the starting noise: the same seed and settings give the same frames",
                         minimum=0, maximum=2**31 - 1)
@@ -114,6 +115,9 @@ class SamplingSettings(_Settings):
     context_overlap: int = setting(4, "frames shared by neighbouring context windows", minimum=0, maximum=255)
 
     def _check_together(self) -> None:
+        if 0 < self.guidance_scale < 1:
+            raise InvalidInputError(f"SamplingSettings.guidance_scale must be 0 (the model's recommended value) or "
+                                    f"at least 1, got {self.guidance_scale}")
         if self.context_overlap >= self.context_frames:
             raise InvalidInputError(f"context_overlap ({self.context_overlap}) must be smaller than "
                                     f"context_frames ({self.context_frames})")
@@ -249,6 +253,12 @@ CONCERN_OF = {spec.name: name for name, kind in CONCERNS.items() for spec in fie
 def default_of(name: str):
     """The default of a setting by field name."""
     return next(spec.default for spec in fields(CONCERNS[CONCERN_OF[name]]) if spec.name == name)
+
+
+def setting_range(name: str) -> tuple[Any, Any]:
+    """(minimum, maximum) of a numeric setting by field name."""
+    meta = next(spec.metadata for spec in fields(CONCERNS[CONCERN_OF[name]]) if spec.name == name)
+    return meta["minimum"], meta["maximum"]
 
 
 def flag_of(name: str) -> str:

@@ -171,6 +171,23 @@ def generation_size(model: str | Path | None, width: int | None, height: int | N
     return int(width or native[0]), int(height or native[1])
 
 
+DEFAULT_GUIDANCE_SCALE = 3.5  # Moore-AnimateAnyone's
+
+
+def recommended_guidance(card: dict[str, Any]) -> float:
+    """The guidance scale a model card recommends (`"recommended": {"guidance_scale": ...}`), else 3.5."""
+    value = (card.get("recommended") or {}).get("guidance_scale") if isinstance(card.get("recommended"), dict) \
+        else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 <= value <= 30.0:
+        return DEFAULT_GUIDANCE_SCALE
+    return float(value)
+
+
+def generation_guidance(model: str | Path | None, guidance_scale: float) -> float:
+    """The guidance scale to generate with: as given, else (0) the model's recommended one."""
+    return float(guidance_scale) or recommended_guidance(read_model_card(resolve_model(model)))
+
+
 def read_model_card(root: str | Path) -> dict[str, Any]:
     """The folder's `spritediff.json` (empty for weights made elsewhere, such as Moore's)."""
     path = Path(root) / MODEL_CARD

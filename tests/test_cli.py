@@ -56,8 +56,33 @@ def test_a_recorded_generation_replays_with_settings(tmp_path):
     assert json.loads((tmp_path / "seed8" / "generation.json").read_text())["settings"]["sampling"]["seed"] == 8
 
 
+def test_guidance_defaults_to_the_model_cards_recommendation(tmp_path, pipe, reference_image, pose_images):
+    from spritediff_core.weights import recommended_guidance
+
+    assert recommended_guidance({}) == 3.5  # Moore's weights carry no card
+    assert recommended_guidance({"recommended": {"guidance_scale": 1.25}}) == 1.25
+    assert recommended_guidance({"recommended": {"guidance_scale": "high"}}) == 3.5
+    assert recommended_guidance({"recommended": [1.5]}) == 3.5
+
+    carded = tmp_path / "weights"
+    shutil.copytree(TINY_WEIGHTS, carded)
+    (carded / "spritediff.json").write_text(json.dumps({"name": "tiny", "recommended": {"guidance_scale": 1.0}}))
+    runs = {}
+    for name, model, extra in (("moore", TINY_WEIGHTS, ()), ("carded", carded, ()),
+                               ("given", carded, ("--guidance-scale", "2"))):
+        args = generate_args(tmp_path / name, *extra)
+        args[args.index("--model") + 1] = str(model)
+        assert main(args) == 0
+        runs[name] = json.loads((tmp_path / name / "generation.json").read_text())["settings"]["sampling"]
+    assert [runs[name]["guidance_scale"] for name in ("moore", "carded", "given")] == [3.5, 1.0, 2.0]
+    unguided = pipe(reference_image, pose_images, 64, 64, num_inference_steps=2, guidance_scale=1.0, seed=1234)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "carded" / "frame_0000.png")),
+                                  np.asarray(unguided[0]))
+
+
 def test_bad_settings_are_reported_before_loading(tmp_path, capsys):
-    for flags, message in ((("--guidance-scale", "0.5"), "guidance_scale must be at least 1.0"),
+    for flags, message in ((("--guidance-scale", "0.5"), "guidance_scale must be 0 (the model's recommended"),
+                           (("--guidance-scale", "-1"), "guidance_scale must be at least 0.0"),
                            (("--guidance-scale", "nan"), "guidance_scale must be a finite number"),
                            (("--context-frames", "4", "--context-overlap", "4"), "must be smaller than"),
                            (("--width", "60"), "width must be a multiple of 8")):

@@ -257,9 +257,11 @@ def without_front_reference(data):
     (without_front_reference, ("--reference-view", "front"), "char_0000 has no 'front' reference picture"),
     (unchanged, ("--width", "64"), "give both --width and --height"),
     (unchanged, ("--width", "60", "--height", "64"), "multiples of 8"),
-    (unchanged, ("--guidance-scale", "0.5"), "--guidance-scale must be >= 1.0"),
+    (unchanged, ("--guidance-scale", "0.5"), "--guidance-scale must be 0 (the model's recommended value) or"),
+    (unchanged, ("--guidance-scale", "nan"), "--guidance-scale must be 0 (the model's recommended value) or"),
+    (unchanged, ("--seed", "100000000000000000000000"), "--seed must be"),
 ], ids=["no-folder", "no-dataset-json", "unknown-view", "missing-reference", "width-only", "bad-size",
-        "bad-guidance"])
+        "bad-guidance", "nan-guidance", "huge-seed"])
 def test_bad_inputs_fail_before_the_model_loads(tmp_path, capsys, breakage, extra, message):
     data = breakage(write_dataset(tmp_path / "heldout"))
     out = tmp_path / "eval"

@@ -42,7 +42,7 @@ def other_value(spec):
             except InvalidInputError:
                 continue
     if isinstance(default, float):
-        return default + 0.5
+        return default + 1.5  # 0.5 above 0 would be a guidance scale between "recommended" (0) and "off" (1)
     return "webp"
 
 
@@ -76,6 +76,9 @@ def test_out_of_range_and_wrong_types_are_clear_errors(concern, spec):
 
 
 def test_settings_that_depend_on_each_other():
+    assert SamplingSettings(guidance_scale=0).guidance_scale == 0.0  # the model's recommended value
+    with pytest.raises(InvalidInputError, match="guidance_scale must be 0"):
+        SamplingSettings(guidance_scale=0.5)
     with pytest.raises(InvalidInputError, match="context_overlap"):
         SamplingSettings(context_frames=4, context_overlap=4)
     with pytest.raises(InvalidInputError, match="palette"):

