@@ -37,8 +37,8 @@ from .weights import (
     locate_weights,
     read_inference_config,
     read_model_card,
-    recommended_guidance,
     read_unet_config,
+    recommended_guidance,
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
