@@ -32,6 +32,15 @@ class FrameSampling:
     count: int | None = None
     frame_range: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        count = self.count if self.frame_range is None else self.frame_range[1] - self.frame_range[0] + 1
+        if count is not None and not 1 <= count <= MAX_FRAMES:
+            what = "--frames" if self.frame_range is None else f"the range {self.frame_range[0]}-{self.frame_range[1]}"
+            raise PoseReadError(f"{what} gives {count} frames: an animation has 1 to {MAX_FRAMES} frames")
+
+
+MAX_FRAMES = 4096  # frames per animation: minutes of animation at game rates, far below memory trouble
+
 
 def find_armature(name: str | None) -> bpy.types.Object:
     if name is None:

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import bpy
 
-from spritediff_core.cli import add_output_arguments
-from spritediff_core.errors import SpriteDiffError
+from spritediff_core.cli import add_output_arguments, file_name, stroke_scale
+from spritediff_core.errors import SpriteDiffError, first_line
 from spritediff_core.settings import (
     CONCERN_OF,
     GenerationSettings,
@@ -23,7 +23,7 @@ from spritediff_core.settings import (
 )
 
 from . import armature_reader as reader
-from .blend_files import open_blend
+from .blend_files import check_save_path, open_blend
 from .generation import LOOP_FLAGS, SCENE_OPTIONS, GenerateOptions, generate_one
 
 
@@ -33,10 +33,6 @@ def _frame_range(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected A-B (two frame numbers), got {text!r}") from None
     return first, last
-
-
-def _stroke_scale(text: str):
-    return text if text == "auto" else float(text)
 
 
 def command_poses(args: argparse.Namespace) -> None:
@@ -103,10 +99,16 @@ def options_from_job(settings: dict, where: str, base_folder: Path | None = None
 
 
 def command_generate(args: argparse.Namespace) -> None:
+    save_to = check_save_path(args.save, (args.blend, args.reference))
+    options = options_from_args(args)
     open_blend(args.blend)
-    generate_one(bpy.context.scene, options_from_args(args))
-    if args.save:
-        bpy.ops.wm.save_as_mainfile(filepath=str(Path(args.save).resolve()))
+    generate_one(bpy.context.scene, options)
+    if save_to is not None:
+        try:
+            bpy.ops.wm.save_as_mainfile(filepath=str(save_to))
+        except RuntimeError as error:
+            raise SpriteDiffError(f"could not save {args.save} ({first_line(error).removeprefix('Error: ')}); "
+                                  "the sprites are written") from None
         print(f"saved {args.save}")
 
 
@@ -120,6 +122,10 @@ def command_batch(args: argparse.Namespace) -> None:
         job = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpriteDiffError(f"job file {path} does not exist") from None
+    except IsADirectoryError:
+        raise SpriteDiffError(f"job file {path} is a folder: give a .toml file") from None
+    except UnicodeDecodeError:
+        raise SpriteDiffError(f"job file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise SpriteDiffError(f"job file {path} is not valid TOML ({error})") from None
     defaults = dict(job.get("defaults", {}))
@@ -135,17 +141,30 @@ def command_batch(args: argparse.Namespace) -> None:
                                   f"got {actions!r}")
     items = [(c, a) for c in characters for a in (c.get("actions") or [None])]
     plans = []  # every item checked before the first one runs
+    seen: dict[tuple[str, str | None], int] = {}
     for number, (character, action) in enumerate(items, 1):
         settings = {**defaults, **{k: v for k, v in character.items() if k not in ("name", "blend", "actions")}}
         settings["action"] = action
         settings.setdefault("model", os.environ.get("SPRITEDIFF_MODEL_DIR", ""))
         name = str(character.get("name", character.get("armature", "character")))
+        try:
+            file_name(name)
+        except argparse.ArgumentTypeError as error:
+            raise SpriteDiffError(f"job file {path}: character name {error}") from None
+        if (name, action) in seen:
+            raise SpriteDiffError(f"job file {path}: items {seen[name, action]} and {number} are both {name} "
+                                  f"{action or '(current animation)'} and would write the same folder; give each "
+                                  "character its own name and each Action once")
+        seen[name, action] = number
         settings["output_dir"] = str(Path(str(settings.get("output_dir", "batch"))) / name)
         options = options_from_job(settings, f"job file {path}, {name} {action or ''}".rstrip(),
                                    path.resolve().parent)
         blend = (path.resolve().parent / str(character["blend"])) if "blend" in character else None
         if blend is not None and not blend.is_file():
             raise SpriteDiffError(f"job file {path}, {name}: blend file {blend} does not exist")
+        if options.reference_path and not options.reference_image and not Path(options.reference_path).is_file():
+            raise SpriteDiffError(f"job file {path}, {name}: reference picture {options.reference_path} does not "
+                                  "exist")
         plans.append((f"[{number}/{len(items)}] {name} {action or ''}: ", blend, options))
     failures = 0
     for label, blend, options in plans:
@@ -195,7 +214,7 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     poses.add_argument("--width", type=int, help="canvas width (default: the render resolution)")
     poses.add_argument("--height", type=int, help="canvas height (default: the render resolution)")
     add_setting_argument(poses, "loop", help="cycle, one-shot, or auto (default): from the Action")
-    poses.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
+    poses.add_argument("--stroke-scale", type=stroke_scale, default="auto",
                        help="'auto' (shorter side / 512, DWPose's look at any size) or a number (1 = DWPose)")
     poses.set_defaults(run=command_poses)
 

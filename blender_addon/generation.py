@@ -130,11 +130,12 @@ def output_inputs(options: GenerateOptions) -> tuple[Path, ...]:
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
     """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
     from spritediff_core import drawing  # OpenCV, Pillow: installed by the preferences
+    from spritediff_core.output_layout import ANIMATION
     options = resolve_options(options)
     check_runtime_settings(options.settings.runtime)
     sequence = read_sequence(scene, options)
     staged_writes.check_output_folder(output_folder(options, sequence.name), output_inputs(options),
-                                      keep_other_files=options.add_to_folder)
+                                      keep_other_files=options.add_to_folder, kind=ANIMATION)
     reference = load_reference(options)
     pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
     return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import SpriteDiffError, first_line
+from .errors import InvalidInputError, SpriteDiffError, first_line
 from .settings import (
     GenerationSettings,
     add_setting_argument,
@@ -85,12 +86,13 @@ def generate(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
 
-    from .output_layout import frame_names, save_frames
+    from .output_layout import FRAMES, frame_names, save_frames
     from .pipeline import load_pipeline
     from .weights import generation_guidance, generation_size, locate_weights, resolve_model
 
     settings = requested_settings(args)
     sampling, runtime = settings.sampling, settings.runtime
+    check_runtime_settings(runtime)
     reference = open_image(Path(args.reference), "reference image")
     pose_paths = find_pose_images(args.poses)
     poses = [open_image(path, "pose image") for path in pose_paths]
@@ -98,11 +100,10 @@ def generate(args: argparse.Namespace) -> Path:
     model = resolve_model(args.model)
     inputs = (pose_folder(args.poses), Path(args.reference), model)
     check_output_folder(args.out, inputs, keep_other_files=args.add_to_folder,
-                        planned=[*frame_names(len(poses)), MANIFEST])
+                        planned=[*frame_names(len(poses)), MANIFEST], kind=FRAMES)
     locate_weights(model)
     width, height = generation_size(model, sampling.width, sampling.height)
     guidance_scale = generation_guidance(model, sampling.guidance_scale)
-    check_runtime_settings(runtime)
     # Recorded as used: a replay of this file gives these frames whatever the defaults become.
     settings = settings.with_flat({"width": width, "height": height, "guidance_scale": guidance_scale,
                                    "loop": "cycle" if loop else "one-shot"})
@@ -150,6 +151,9 @@ def draw_poses(args: argparse.Namespace) -> Path:
 
     sequence = PoseSequence.load(args.poses)
     width, height = args.width, args.height
+    for option, value in (("--width", width), ("--height", height)):
+        if value is not None and value < 1:
+            raise InvalidInputError(f"{option} must be at least 1 pixel, got {value}")
     if (width is None) != (height is None):
         canvas_width, canvas_height = sequence.canvas_size
         width = width or round(height * canvas_width / canvas_height)
@@ -166,10 +170,35 @@ def _read_generation_record(folder: Path) -> dict:
     manifest = folder / "generation.json"
     if manifest.is_file():
         try:
-            return json.loads(manifest.read_text(encoding="utf-8"))
+            record = json.loads(manifest.read_text(encoding="utf-8"))
         except ValueError:
             raise SpriteDiffError(f"{manifest} is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise SpriteDiffError(f"{manifest} is not a spritediff record (expected a JSON object)")
+        return record
     return {}
+
+
+def frames_per_second(text) -> float:
+    """A playback rate: a finite number above 0 (at most 1000)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (0 < value <= 1000):
+        raise argparse.ArgumentTypeError(f"must be a number of frames per second above 0 (at most 1000), "
+                                         f"got {text!r}")
+    return value
+
+
+def file_name(text: str) -> str:
+    """A name that becomes a file name inside the output folder: no folders, nothing hidden or empty."""
+    if not text or text in (".", "..") or any(c in text for c in '/\\:*?"<>|\0') or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"must be a plain file name (no folders, not hidden), got {text!r}")
+    return text
+
+
+SHEET = "sheet"  # the kind of outputs `pack` writes (see staged_writes)
 
 
 def pack(args: argparse.Namespace) -> Path:
@@ -182,7 +211,7 @@ def pack(args: argparse.Namespace) -> Path:
         raise SpriteDiffError(f"--name was given {len(args.name)} times for {len(args.frames_dirs)} folders")
     packing = requested_settings(args).packing
     inputs = [Path(d) for d in args.frames_dirs] + [Path(p) for p in (args.reference, args.palette_image) if p]
-    check_output_folder(args.out, inputs, keep_other_files=args.add_to_folder)
+    check_output_folder(args.out, inputs, keep_other_files=args.add_to_folder, kind=SHEET)
     animations, reference_path = [], args.reference
     for index, folder in enumerate(Path(d) for d in args.frames_dirs):
         if not folder.is_dir():
@@ -193,14 +222,21 @@ def pack(args: argparse.Namespace) -> Path:
         name = args.name[index] if args.name else recorded.get("animation") or folder.name
         if name == "frames" and folder.parent.name:
             name = folder.parent.name  # the add-on's <output>/<action>/frames layout
-        fps = args.fps or float(recorded.get("fps", 8.0))
+        try:
+            name = file_name(str(name))
+        except argparse.ArgumentTypeError as error:
+            raise SpriteDiffError(f"animation name of {folder}: {error}; give one with --name") from None
+        try:
+            fps = args.fps or frames_per_second(recorded.get("fps", 8.0))
+        except argparse.ArgumentTypeError as error:
+            raise SpriteDiffError(f"{folder / MANIFEST}: fps {error}") from None
         loop = resolve_loop(args.loop or "auto", recorded.get("loop") if isinstance(recorded.get("loop"), bool)
                             else None)
         animations.append(Animation(name, frames, fps, loop))
         reference_path = reference_path or recorded.get("reference")
     reference = open_image(Path(reference_path), "reference image") if reference_path else None
     palette_image = open_image(Path(args.palette_image), "palette image") if args.palette_image else None
-    with staged_directory(args.out, inputs, keep_other_files=args.add_to_folder) as staging:
+    with staged_directory(args.out, inputs, keep_other_files=args.add_to_folder, kind=SHEET) as staging:
         atlas, written = write_sheet(animations, staging, args.basename, packing, reference, palette_image)
         write_json(staging / "generation.json", {"files": [p.name for p in written],
                                                  "settings": {"packing": packing.to_dict()}})
@@ -209,12 +245,15 @@ def pack(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
-def _stroke_scale(text: str):
+def stroke_scale(text: str):
     if text == "auto":
         return text
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be 'auto' or a positive number")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number above 0 (at most 100), got {text!r}")
     return value
 
 
@@ -243,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--reference", required=True, help="the character picture (RGBA is composited onto black)")
     gen.add_argument("--poses", required=True, help="a folder of pose images, or a glob such as 'poses/*.png'")
     add_output_arguments(gen, "output folder for frame_NNNN.png and generation.json")
-    gen.add_argument("--fps", type=float, default=8.0, help="playback rate, recorded for packing (default 8)")
+    gen.add_argument("--fps", type=frames_per_second, default=8.0,
+                     help="playback rate, recorded for packing (default 8)")
     gen.add_argument("--settings", metavar="JSON",
                      help="replay the settings recorded in a generation.json (flags given here override them)")
     add_settings_arguments(gen, "sampling", "runtime")
@@ -254,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_arguments(draw, "output folder for pose_NNNN.png and poses.json")
     draw.add_argument("--width", type=int, default=None, help="default: the JSON's canvas width")
     draw.add_argument("--height", type=int, default=None, help="default: the JSON's canvas height")
-    draw.add_argument("--stroke-scale", type=_stroke_scale, default="auto",
+    draw.add_argument("--stroke-scale", type=stroke_scale, default="auto",
                       help="'auto': strokes scale with the shorter side / 512 (DWPose exactly at 512); "
                            "1: DWPose's pixel sizes at any canvas size")
     draw.set_defaults(run=draw_poses)
@@ -262,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     packer = commands.add_parser("pack", help="pack frame folders into a sprite sheet with engine metadata")
     packer.add_argument("frames_dirs", nargs="+", metavar="FRAMES_DIR", help="one folder of frames per animation")
     add_output_arguments(packer, "output folder")
-    packer.add_argument("--name", action="append", help="animation name per folder (default: folder name)")
-    packer.add_argument("--basename", default="atlas", help="file name of the pages and metadata")
-    packer.add_argument("--fps", type=float, help="default: from generation.json, else 8")
+    packer.add_argument("--name", action="append", type=file_name,
+                        help="animation name per folder (default: folder name)")
+    packer.add_argument("--basename", default="atlas", type=file_name, help="file name of the pages and metadata")
+    packer.add_argument("--fps", type=frames_per_second, help="default: from generation.json, else 8")
     add_setting_argument(packer, "loop", help="cycle or one-shot (default auto: from generation.json, else cycle)")
     packer.add_argument("--reference", help="the character picture (default: from generation.json)")
     packer.add_argument("--palette-image", metavar="IMAGE",

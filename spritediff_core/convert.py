@@ -37,9 +37,9 @@ def convert_weights(source: str | Path, destination: str | Path, dtype: torch.dt
     checkpoint as .safetensors; names and key formats are kept, so the loader treats both the same."""
     layout = locate_weights(source)
     destination = Path(destination)
-    if destination.exists() and any(destination.iterdir()):
+    if destination.is_dir() and any(destination.iterdir()):
         raise InvalidInputError(f"{destination} is not empty: convert into a new folder")
-    with staged_directory(destination, replace_previous_run=False) as staging:
+    with staged_directory(destination, [source], replace_previous_run=False, kind="weights") as staging:
         for checkpoint in (layout.denoising_unet, layout.reference_unet, layout.pose_guider, layout.motion_module):
             _save(load_state_dict(checkpoint), staging / f"{checkpoint.stem}.safetensors", dtype)
         (staging / UNET_CONFIG).parent.mkdir(parents=True)

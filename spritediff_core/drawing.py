@@ -162,7 +162,7 @@ def write_pose_sequence(sequence: PoseSequence, directory, width: int | None = N
     frames = sequence.frames if width is None else [f.scaled_to(width, height or width) for f in sequence.frames]
     sequence = sequence.with_frames(frames)
     names = pose_image_names(len(frames))
-    with staged_directory(directory, inputs, keep_other_files=keep_other_files) as staging:
+    with staged_directory(directory, inputs, keep_other_files=keep_other_files, kind="poses") as staging:
         sequence.save(staging / "poses.json")
         for frame, name in zip(frames, names):
             draw_pose(frame, stroke_scale=stroke_scale).save(staging / name)

@@ -71,6 +71,10 @@ class EvaluationSettings:
                                     f"{self.guidance}")
         if self.size is not None:
             _check_size(self.size, "--width/--height")
+        if self.device not in (None, "auto"):
+            from .devices import resolve_device
+
+            resolve_device(self.device)  # a device this machine lacks: refused before the model loads
 
 
 @dataclass
@@ -326,7 +330,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
     pairs = select_clips(dataset, settings.reference_view, settings.views, settings.max_clips)
     out = Path(settings.out)
     inputs = (settings.data, settings.model)
-    check_output_folder(out, inputs)
+    check_output_folder(out, inputs, kind="evaluation")
     pipe = SpriteSheetPipeline.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
     settings = replace(settings, guidance=settings.guidance or recommended_guidance(pipe.model_card))
     size, size_source = generation_size(settings, pipe, dataset)
@@ -377,7 +381,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 3),
         "versions": {"torch": torch.__version__, "spritediff": __version__},
     }
-    with staged_directory(out, inputs) as staging:
+    with staged_directory(out, inputs, kind="evaluation") as staging:
         write_json(staging / "metrics.json", report)
         (staging / "metrics.md").write_text(markdown_report(report), encoding="utf-8")
         evaluation_sheet(sheet_rows).save(staging / "contact_sheet.png")

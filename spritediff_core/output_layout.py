@@ -11,6 +11,10 @@ from .settings import PackingSettings
 from .sheet import write_sheet
 from .staged_writes import MANIFEST, staged_directory, write_json
 
+# What a folder of outputs is (recorded with its files): a run replaces only outputs of its own kind.
+FRAMES = "frames"  # `spritediff generate`
+ANIMATION = "animation"  # the add-on: frames, poses and sheet of one Action
+
 
 def frame_names(count: int) -> list[str]:
     return [f"frame_{index:04d}.png" for index in range(count)]
@@ -20,7 +24,7 @@ def save_frames(frames, directory: str | Path, settings: dict, inputs=(), keep_o
     """Numbered PNG frames plus `generation.json` (the settings, and the files written), all or nothing;
     with `keep_other_files` beside files already in the folder (never over them)."""
     names = frame_names(len(frames))
-    with staged_directory(directory, inputs, keep_other_files=keep_other_files) as staging:
+    with staged_directory(directory, inputs, keep_other_files=keep_other_files, kind=FRAMES) as staging:
         for frame, name in zip(frames, names):
             frame.save(staging / name)
         write_json(staging / MANIFEST, {"files": names, **settings})
@@ -36,7 +40,7 @@ def save_animation(directory: str | Path, name: str, frames, settings: dict, fps
     directory = Path(directory)
     names = frame_names(len(frames))
     basename = f"{name}_atlas"
-    with staged_directory(directory, inputs, keep_other_files=keep_other_files) as staging:
+    with staged_directory(directory, inputs, keep_other_files=keep_other_files, kind=ANIMATION) as staging:
         (staging / "frames").mkdir()
         for frame, frame_name in zip(frames, names):
             frame.save(staging / "frames" / frame_name)

@@ -33,14 +33,26 @@ HAND_NAMES = ("wrist",) + tuple(f"{finger}_{i}" for finger in ("thumb", "index",
                                 for i in range(1, 5))
 
 
+MAX_COORDINATE = 1e6  # pixels: far outside any canvas, far from float overflow in drawing
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 0 < value <= 65536:
+        raise InvalidInputError(f"{what} must be a whole number of pixels from 1 to 65536, got {value!r}")
+    return int(value)
+
+
 def _points(value: Any, count: int, what: str) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what}: expected numbers [x, y, confidence, ...]") from None
     if array.size == count * 3 and array.ndim == 1:
         array = array.reshape(count, 3)
     if array.shape != (count, 3):
         raise InvalidInputError(f"{what}: expected {count} points of [x, y, confidence], got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise InvalidInputError(f"{what}: coordinates must be finite numbers")
+    if not np.all(np.isfinite(array)) or np.abs(array).max(initial=0) > MAX_COORDINATE:
+        raise InvalidInputError(f"{what}: coordinates must be finite numbers within +-{MAX_COORDINATE:g} pixels")
     return array
 
 
@@ -110,8 +122,9 @@ class PoseFrame:
             return None if not value else _points(value, count, f"{where}: {key}")
 
         return cls(
-            _points(person["pose_keypoints_2d"], BODY_POINTS, f"{where}: pose_keypoints_2d"), int(width),
-            int(height), optional("hand_left_keypoints_2d", HAND_POINTS),
+            _points(person["pose_keypoints_2d"], BODY_POINTS, f"{where}: pose_keypoints_2d"),
+            _positive_int(width, f"{where}: canvas_width"), _positive_int(height, f"{where}: canvas_height"),
+            optional("hand_left_keypoints_2d", HAND_POINTS),
             optional("hand_right_keypoints_2d", HAND_POINTS), optional("face_keypoints_2d", FACE_POINTS),
         )
 
@@ -166,7 +179,10 @@ class PoseSequence:
         width, height = data.get("canvas_width"), data.get("canvas_height")
         frames = [PoseFrame.from_openpose(frame, width, height, where=f"frame {index}")
                   for index, frame in enumerate(data["frames"])]
-        return cls(frames, name=data.get("name", name), fps=float(data.get("fps", 8.0)),
+        fps = data.get("fps", 8.0)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+            raise InvalidInputError(f"fps must be a number above 0 (at most 1000), got {fps!r}")
+        return cls(frames, name=data.get("name", name), fps=float(fps),
                    loop=bool(data.get("loop", True)), metadata=dict(data.get("metadata", {})))
 
     def save(self, path: str | Path) -> None:

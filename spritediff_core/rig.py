@@ -18,6 +18,7 @@ Bone states come in as plain arrays (armature space), so nothing here needs Blen
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import SpriteDiffError
+from .errors import SpriteDiffError, first_line
 from .poses import BODY_NAMES, HAND_NAMES
 
 HAND_KEYPOINTS = tuple(f"{side}_hand.{name}" for side in ("left", "right") for name in HAND_NAMES)
@@ -81,23 +82,60 @@ class BoneMap:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], name: str = "bone map") -> "BoneMap":
-        def point(raw) -> BonePoint:
+        """A map from its JSON form; anything malformed is a BoneMapError naming `name` and the entry."""
+        def fail(what: str):
+            raise BoneMapError(f"{name}: {what} (see rigs/bone_maps/ for the format)")
+
+        def number(value, what: str) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                fail(f"{what} must be a number, got {value!r}")
+            return float(value)
+
+        def point(raw, where: str) -> BonePoint:
+            if not isinstance(raw, dict) or not isinstance(raw.get("bone"), str) or not raw["bone"]:
+                fail(f"{where}: expected {{\"bone\": NAME, \"at\": \"head\"|\"tail\"|0..1}}, got {raw!r}")
+            at = raw.get("at", "head")
+            if not (at in ("head", "tail") or (not isinstance(at, str) and 0.0 <= number(at, f"{where} at") <= 1.0)):
+                fail(f"{where}: at must be \"head\", \"tail\" or a fraction from 0 to 1, got {at!r}")
             offset = raw.get("offset")
-            return BonePoint(raw["bone"], raw.get("at", "head"), tuple(offset) if offset is not None else None)
+            if offset is not None:
+                if not isinstance(offset, list) or len(offset) != 3:
+                    fail(f"{where}: offset must be three numbers, got {offset!r}")
+                offset = tuple(number(v, f"{where} offset") for v in offset)
+            return BonePoint(raw["bone"], at, offset)
 
-        def spec(raw) -> Spec:
-            if "between" in raw:
-                first, second = raw["between"]
-                return Between((point(first), point(second)), float(raw.get("t", 0.5)))
-            return point(raw)
+        def spec(raw, where: str) -> Spec:
+            if isinstance(raw, dict) and "between" in raw:
+                pair = raw["between"]
+                if not isinstance(pair, list) or len(pair) != 2:
+                    fail(f"{where}: between must be two bone points, got {pair!r}")
+                t = number(raw.get("t", 0.5), f"{where} t")
+                return Between((point(pair[0], where), point(pair[1], where)), t)
+            return point(raw, where)
 
+        if not isinstance(data, Mapping) or not isinstance(data.get("keypoints"), Mapping) or not data["keypoints"]:
+            fail("expected an object with a \"keypoints\" object")
         keypoints = {}
         for key, raw in data["keypoints"].items():
             if key not in ALL_KEYPOINTS:
-                raise BoneMapError(f"{name}: unknown keypoint {key!r}")
+                fail(f"unknown keypoint {key!r}")
             alternatives = raw if isinstance(raw, list) else [raw]
-            keypoints[key] = tuple(spec(item) for item in alternatives)
-        return cls(data.get("name", name), keypoints, data.get("prefix", ""), frozenset(data.get("optional", [])))
+            if not alternatives:
+                fail(f"keypoint {key!r} has no bone")
+            keypoints[key] = tuple(spec(item, f"keypoint {key!r}") for item in alternatives)
+        prefix, optional = data.get("prefix", ""), data.get("optional", [])
+        if not isinstance(prefix, str):
+            fail(f"prefix must be text, got {prefix!r}")
+        try:
+            re.compile(prefix)
+        except re.error as error:
+            fail(f"prefix {prefix!r} is not a valid regular expression ({error})")
+        if not isinstance(optional, list) or not all(isinstance(key, str) for key in optional):
+            fail(f"optional must be a list of keypoint names, got {optional!r}")
+        unknown = sorted(set(optional) - set(ALL_KEYPOINTS))
+        if unknown:
+            fail(f"optional names unknown keypoints {unknown}")
+        return cls(name, keypoints, prefix, frozenset(optional))
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "BoneMap":
@@ -108,7 +146,8 @@ class BoneMap:
         if not path.is_file():
             known = ", ".join(available_bone_maps())
             raise BoneMapError(f"no bone map {str(name_or_path)!r} (known maps: {known})")
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")), path.stem)
+        return cls.from_json(_read_json_object(path), path.stem if path.parent == rigs_directory() / "bone_maps"
+                             else str(path))
 
     def resolve(self, bone_names: Sequence[str]) -> "ResolvedBoneMap":
         """Bind the map to an armature's bone names, or raise BoneMapError naming the missing bones."""
@@ -145,6 +184,23 @@ class BoneMap:
             parts += [f"{key} (not in the map)" for key in absent]
             raise BoneMapError(f"bone map {self.name!r} does not fit this armature; missing: " + "; ".join(parts))
         return ResolvedBoneMap(self.name, resolved)
+
+
+def _read_json_object(path: Path) -> Any:
+    """JSON whose objects may not repeat a key (a keypoint given twice is a mistake, not a choice)."""
+    def no_duplicates(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise BoneMapError(f"bone map {path}: {', '.join(map(repr, repeated))} given more than once")
+        return dict(pairs)
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BoneMapError(f"bone map {path} is not valid JSON ({first_line(error)})") from None
+    except IsADirectoryError:
+        raise BoneMapError(f"bone map {path} is a folder, not a JSON file") from None
 
 
 def _points_of(spec: Spec) -> tuple[BonePoint, ...]:

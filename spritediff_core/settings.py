@@ -200,6 +200,10 @@ class PackingSettings(_Settings):
 
 def check_runtime_settings(runtime: RuntimeSettings) -> None:
     """What the environment must offer for these runtime settings, checked before any weights load."""
+    if runtime.device != "auto":
+        from .devices import resolve_device
+
+        resolve_device(runtime.device)  # a device this machine lacks is refused here
     if runtime.enable_model_cpu_offload:
         import importlib.util
 

@@ -38,11 +38,13 @@ def _files_under(root: Path) -> dict[str, Path]:
     return found
 
 
-def _owned_files(destination: Path) -> dict[str, str]:
-    """{relative path: SHA-256} that spritediff recorded writing into `destination` ({} if none)."""
+def _owned_files(destination: Path, kind: str) -> dict[str, str]:
+    """{relative path: SHA-256} that spritediff recorded writing into `destination` as outputs of this kind
+    ({} if none: another command's outputs, such as frames a sheet would replace, are never ours to remove)."""
     record = destination / OWNERSHIP
     try:
-        files = json.loads(record.read_text(encoding="utf-8")).get("files", {})
+        content = json.loads(record.read_text(encoding="utf-8"))
+        files = content.get("files", {}) if content.get("kind") == kind else {}
     except (OSError, ValueError, AttributeError):
         return {}
     return {name: digest for name, digest in files.items() if isinstance(name, str) and isinstance(digest, str)} \
@@ -63,20 +65,27 @@ def _ours(destination: Path, name: str, owned: dict[str, str]) -> bool:
 
 def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = (),
                         replace_previous_run: bool = True, keep_other_files: bool = False,
-                        planned: Sequence[str] = ()) -> Path:
+                        planned: Sequence[str] = (), kind: str = "output") -> Path:
     """Everything about an output folder that can be known before any work: it is not a file, it is
     writable, it is not one of the inputs nor inside one, and whatever it holds was written by spritediff
     (unchanged since) when a previous run is to be replaced; with `keep_other_files` other files may stay
     beside the outputs, but never under a name the run will write (`planned`: the top-level names it knows
-    it will write). Raises InvalidInputError; returns the path."""
+    it will write; `kind`: which command's outputs may be replaced). Raises InvalidInputError; returns the
+    path."""
     destination = Path(destination).absolute()
+    if destination.is_symlink() and not destination.exists():
+        raise InvalidInputError(f"output folder {destination} is a broken link: remove it or choose another folder")
     if destination.exists() and not destination.is_dir():
         raise InvalidInputError(f"output folder {destination} is a file: choose a folder")
+    real = destination.resolve()  # through links: a link to an input is that input
     for source in inputs:
-        source = Path(source).absolute()
-        if source == destination or (source.is_dir() and destination.is_relative_to(source)):
-            where = "the" if source == destination else "inside the"
+        source = Path(source).resolve()
+        if source == real or (source.is_dir() and real.is_relative_to(source)):
+            where = "the" if source == real else "inside the"
             raise InvalidInputError(f"output folder {destination} is {where} input {source}: "
+                                    "choose a folder outside the inputs")
+        if source.is_file() and source.is_relative_to(real):
+            raise InvalidInputError(f"output folder {destination} holds the input {source}: "
                                     "choose a folder outside the inputs")
     existing = destination
     while not existing.exists():
@@ -84,7 +93,7 @@ def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = 
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InvalidInputError(f"cannot write into {existing}: choose a folder you can write to")
     if destination.is_dir():
-        owned = _owned_files(destination) if replace_previous_run else {}
+        owned = _owned_files(destination, kind) if replace_previous_run else {}
         foreign = [entry.name for entry in sorted(destination.iterdir())
                    if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))
                    and (not keep_other_files or entry.name in planned) and not _ours(destination, entry.name, owned)]
@@ -98,7 +107,8 @@ def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = 
 
 @contextmanager
 def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
-                     replace_previous_run: bool = True, keep_other_files: bool = False) -> Iterator[Path]:
+                     replace_previous_run: bool = True, keep_other_files: bool = False,
+                     kind: str = "output") -> Iterator[Path]:
     """Yield an empty staging folder inside `destination` (so on its filesystem); on success its contents
     replace spritediff's own previous outputs there, on error nothing changes.
 
@@ -106,7 +116,7 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
     ever replaced or removed, and only after the new outputs are in place; a folder holding anything else is
     refused (before any work when the caller runs `check_output_folder` first, as the commands do).
     """
-    destination = check_output_folder(destination, inputs, replace_previous_run, keep_other_files)
+    destination = check_output_folder(destination, inputs, replace_previous_run, keep_other_files, kind=kind)
     created = [folder for folder in (destination, *destination.parents) if not folder.exists()]
     destination.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=destination))
@@ -114,7 +124,7 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
     try:
         yield staging
         # What the folder holds now (something may have arrived during the run), each entry hashed once.
-        owned = _owned_files(destination) if replace_previous_run else {}
+        owned = _owned_files(destination, kind) if replace_previous_run else {}
         ours = {entry.name: _ours(destination, entry.name, owned) for entry in sorted(destination.iterdir())
                 if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))}
         new_entries = sorted(p.name for p in staging.iterdir())
@@ -132,7 +142,7 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
         for name in new_entries:
             os.replace(staging / name, destination / name)
             moved_in.append(name)
-        write_json(destination / OWNERSHIP, {"files": written})
+        write_json(destination / OWNERSHIP, {"kind": kind, "files": written})
     except BaseException:
         for name in moved_in:  # this run's own new files out again, the old outputs back in
             new = destination / name

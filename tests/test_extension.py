@@ -7,6 +7,7 @@ fixture model; drives the job's poll loop and cancels it; checks errors leave th
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -470,6 +471,101 @@ def test_cli_failures_exit_nonzero(ext, blend_file, tmp_path, capsys, changes, m
     assert ext._cli(["generate", *generate_args(blend_file, tmp_path / "out", **changes)]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@needs_torch
+@pytest.mark.parametrize("blend_content, message", [
+    (b"", "is not a .blend file (empty)"),
+    (b"\x89PNG\r\n\x1a\n" + b"0" * 64, "is not a .blend file (unknown format)"),
+    (b"BLENDER-v500" + b"\0" * 20, "cannot be read, it may be truncated or damaged"),
+])
+def test_cli_a_broken_blend_is_one_line(ext, tmp_path, capsys, blend_content, message):
+    blend = tmp_path / "broken.blend"
+    blend.write_bytes(blend_content)
+    for command in (["poses", "--blend", str(blend), "--out", str(tmp_path / "p")],
+                    ["generate", *generate_args(blend, tmp_path / "out")]):
+        assert ext._cli(command) == 1
+        err = capsys.readouterr().err
+        assert message in err and "unexpected" not in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.blend"]
+
+
+@needs_torch
+@pytest.mark.parametrize("save, message", [
+    ("notes.txt", "ending in .blend"), ("FOLDER.blend", "is a folder"), ("nowhere/x.blend", "does not exist"),
+    ("BLEND", "is the input"),
+])
+def test_cli_save_is_checked_before_generating(ext, blend_file, tmp_path, capsys, save, message):
+    (tmp_path / "FOLDER.blend").mkdir()
+    save = str(blend_file) if save == "BLEND" else str(tmp_path / save)
+    before = blend_file.read_bytes()
+    assert ext._cli(["generate", *generate_args(blend_file, tmp_path / "out"), "--save", save]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and blend_file.read_bytes() == before
+
+
+@needs_torch
+@pytest.mark.parametrize("bone_map, message", [
+    ("{broken", "is not valid JSON"),
+    ("[1, 2]", 'expected an object with a "keypoints" object'),
+    ("{}", 'expected an object with a "keypoints" object'),
+    ('{"keypoints": {"neck": {"bone": "neck"}, "neck": {"bone": "spine"}}}', "'neck' given more than once"),
+    ('{"keypoints": {"neck": {"bone": 5}}}', "keypoint 'neck'"),
+    ('{"keypoints": {"neck": {"bone": "neck", "at": "middle"}}}', "at must be"),
+    ('{"keypoints": {"neck": {"between": [{"bone": "neck"}]}}}', "between must be two"),
+    ('{"keypoints": {"neck": {"bone": "neck"}}, "prefix": "("}', "not a valid regular expression"),
+    ('{"keypoints": {"neck": {"bone": "neck"}}, "optional": "nose"}', "optional must be a list"),
+])
+def test_cli_a_broken_bone_map_names_the_file(ext, blend_file, tmp_path, capsys, bone_map, message):
+    path = tmp_path / "my_rig.json"
+    path.write_text(bone_map)
+    assert ext._cli(["poses", "--blend", str(blend_file), "--action", "Character_run", "--bone-map", str(path),
+                     "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "unexpected" not in err, err
+    assert not (tmp_path / "p").exists()
+
+
+@needs_torch
+@pytest.mark.parametrize("flags, message", [
+    (["--frames", "100000000"], "an animation has 1 to 4096 frames"),
+    (["--range", "1-99999999"], "an animation has 1 to 4096 frames"),
+    (["--stroke-scale", "nan"], "--stroke-scale"),
+])
+def test_cli_poses_refuses_sizes_no_animation_has(ext, blend_file, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) if flags[0] == "--stroke-scale" else contextlib.nullcontext():
+        assert ext._cli(["poses", "--blend", str(blend_file), "--action", "Character_run", *flags, "--out",
+                         str(tmp_path / "p")]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+@needs_torch
+@pytest.mark.parametrize("characters, message", [
+    ('name = "hero"\nactions = ["Character_idle", "Character_idle"]', "would write the same folder"),
+    ('name = "../../escape"\nactions = ["Character_idle"]', "must be a plain file name"),
+    ('name = "hero"\nactions = ["Character_idle"]\nreference_path = "missing.png"', "missing.png does not exist"),
+])
+def test_batch_items_are_checked_before_the_first_runs(ext, blend_file, tmp_path, capsys, characters, message):
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[defaults]
+model = "{TINY_WEIGHTS}"
+output_dir = "{tmp_path / 'batch'}"
+reference_path = "{REFERENCE}"
+
+[[character]]
+name = "first"
+blend = "{blend_file.name}"
+actions = ["Character_idle"]
+
+[[character]]
+blend = "{blend_file.name}"
+{characters}
+""")
+    assert ext._cli(["batch", str(job)]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "batch").exists() and not (tmp_path.parent / "escape").exists()
 
 
 @needs_torch

@@ -231,3 +231,103 @@ def test_generate_adds_frames_beside_other_files_only_when_asked(tmp_path):
     (out / "frame_0001.png").write_bytes(b"the artist's own frame")  # a clash is refused before the model loads
     line = one_clear_line(generate(out, TINY_WEIGHTS, REFERENCE, "--add-to-folder"), 1, "frame_0001.png")
     assert (out / "frame_0001.png").read_bytes() == b"the artist's own frame" and "model" not in line
+
+
+def test_a_link_to_an_input_is_that_input(tmp_path):
+    sheet_frames(tmp_path / "walk", transparent=True)
+    (tmp_path / "sheet").symlink_to(tmp_path / "walk")
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    before = digests(tmp_path / "walk")
+    one_clear_line(spritediff("pack", tmp_path / "walk", "--out", tmp_path / "sheet"), 1, "input")
+    one_clear_line(spritediff("pack", tmp_path / "walk", "--out", tmp_path / "broken"), 1, "broken link")
+    (tmp_path / "poses").symlink_to(MOORE_TINY / "inputs")  # the folder generate reads its poses from
+    inputs = digests(MOORE_TINY / "inputs")
+    one_clear_line(generate(tmp_path / "poses" / "frames"), 1, "inside the input")
+    assert digests(tmp_path / "walk") == before and digests(MOORE_TINY / "inputs") == inputs
+
+
+def test_one_commands_outputs_are_never_replaced_by_another_command(tmp_path):
+    """A sheet written over a folder of generated frames would delete the frames (and their settings)."""
+    frames = tmp_path / "frames"
+    assert generate(frames).code == 0
+    before = digests(frames)
+    one_clear_line(spritediff("pack", tmp_path / "other_frames_that_do_not_exist", "--out", frames), 1)
+    sheet_frames(tmp_path / "walk", transparent=True)
+    one_clear_line(spritediff("pack", tmp_path / "walk", "--out", frames), 1, "frame_0000.png")
+    assert digests(frames) == before
+    assert generate(frames).code == 0  # its own kind of output: replaced as before
+
+
+def test_an_input_file_inside_the_output_folder_is_refused(tmp_path):
+    from spritediff_core.poses import PoseFrame, PoseSequence
+
+    body = np.zeros((18, 3))
+    body[:, :2], body[:, 2] = 32.0, 1.0
+    folder = tmp_path / "poses"
+    assert spritediff("draw-poses", save_sequence(tmp_path, PoseSequence([PoseFrame(body, 64, 64)])), "--out",
+                      folder).code == 0
+    before = digests(folder)
+    one_clear_line(spritediff("draw-poses", folder / "poses.json", "--out", folder, "--width", "128"), 1,
+                   "holds the input")
+    assert digests(folder) == before
+
+
+def save_sequence(folder, sequence):
+    sequence.save(folder / "sequence.json")
+    return folder / "sequence.json"
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (("--name", "../../evil"), 2, ("--name", "plain file name")),
+    (("--basename", "../evil"), 2, ("--basename", "plain file name")),
+    (("--basename", ""), 2, ("--basename",)),
+    (("--fps", "nan"), 2, ("--fps",)),
+    (("--fps", "0"), 2, ("--fps",)),
+])
+def test_pack_names_and_rates_are_checked(tmp_path, args, code, words):
+    sheet_frames(tmp_path / "walk", transparent=True)
+    before = digests(tmp_path)
+    result = spritediff("pack", tmp_path / "walk", "--out", tmp_path / "sheet", *args)
+    assert result.code == code and "Traceback" not in result.err and all(w in result.err for w in words)
+    assert digests(tmp_path) == before and not (tmp_path / "sheet").exists()
+
+
+def test_a_broken_generation_record_is_one_line(tmp_path):
+    sheet_frames(tmp_path / "walk", transparent=True)
+    for record, words in (("[1, 2]", "expected a JSON object"), ('{"fps": "fast"}', "fps"),
+                          ('{"fps": NaN}', "fps"), ('{"animation": "../x"}', "--name")):
+        (tmp_path / "walk" / "generation.json").write_text(record)
+        one_clear_line(spritediff("pack", tmp_path / "walk", "--out", tmp_path / "sheet"), 1, words)
+        assert not (tmp_path / "sheet").exists()
+
+
+@pytest.mark.parametrize("poses_json, words", [
+    ({"frames": [{"people": [{"pose_keypoints_2d": ["a"] * 54}], "canvas_width": 64, "canvas_height": 64}]},
+     "expected numbers"),
+    ({"frames": [{"people": [{"pose_keypoints_2d": [1e300] * 54}], "canvas_width": 64, "canvas_height": 64}]},
+     "within"),
+    ({"frames": [{"people": [{"pose_keypoints_2d": [1.0] * 54}], "canvas_width": "wide", "canvas_height": 64}]},
+     "canvas_width"),
+    ({"fps": "fast", "frames": [{"people": [{"pose_keypoints_2d": [1.0] * 54}], "canvas_width": 64,
+                                 "canvas_height": 64}]}, "fps"),
+])
+def test_draw_poses_refuses_what_it_cannot_draw(tmp_path, poses_json, words):
+    import json
+
+    (tmp_path / "poses.json").write_text(json.dumps(poses_json))
+    one_clear_line(spritediff("draw-poses", tmp_path / "poses.json", "--out", tmp_path / "out"), 1, words)
+    result = spritediff("draw-poses", tmp_path / "poses.json", "--out", tmp_path / "out", "--stroke-scale", "nan")
+    assert result.code == 2 and "--stroke-scale" in result.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_clear_line(generate(tmp_path / "out", tmp_path / "no-weights", REFERENCE, "--device", "cuda"), 1,
+                   "device 'cuda' is not available")
+    one_clear_line(spritediff("train", "--stage", "1", "--data", tmp_path / "data", "--init", TINY_WEIGHTS, "--out",
+                              tmp_path / "run", "--device", "cuda"), 1, "device 'cuda' is not available")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()

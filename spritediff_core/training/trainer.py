@@ -117,6 +117,15 @@ class TrainSettings:
             raise InvalidInputError(f"EMA decay must be between 0 and 1, got {self.ema_decay}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise InvalidInputError(f"mixed precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if not 0 <= self.seed < 2**63:
+            raise InvalidInputError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
+        if self.warmup_steps < 0:
+            raise InvalidInputError(f"--warmup-steps must be at least 0, got {self.warmup_steps}")
+        for path, option in ((self.init, "--init"), (self.data, "--data")):
+            if path is not None and Path(self.out).absolute().is_relative_to(Path(path).absolute()):
+                raise InvalidInputError(f"--out {self.out} lies inside {option} {path}: choose a folder outside it")
+        if self.device not in (None, "auto"):
+            resolve_device(self.device)  # a device this machine lacks: refused before any weights load
 
 
 def _stage_parameters(parts: ModelParts, stage: int, train_image_encoder: bool, motion_unet=None,
