@@ -11,7 +11,7 @@ from typing import Sequence
 
 import bpy
 
-from spritediff_core.cli import add_output_arguments, file_name, stroke_scale
+from spritediff_core.cli import file_name, stroke_scale
 from spritediff_core.errors import SpriteDiffError, first_line
 from spritediff_core.settings import (
     CONCERN_OF,
@@ -21,6 +21,7 @@ from spritediff_core.settings import (
     read_settings_file,
     settings_from_args,
 )
+from spritediff_core.staged_writes import add_output_arguments
 
 from . import armature_reader as reader
 from .blend_files import check_save_path, open_blend

@@ -984,11 +984,20 @@ def render_blend_character(out: Path, options: DatasetOptions) -> int:
     return frames
 
 
+MAX_RENDER_SIZE = 2048  # training frames: far above any sprite, well within a headless render's memory
+
+
 def run_dataset(options: DatasetOptions) -> None:
     out = Path(options.out)
     source = "blend" if options.blend else "procedural"
-    if options.size < 16:
-        raise SpriteDiffError(f"--size must be at least 16, got {options.size}")
+    if not 16 <= options.size <= MAX_RENDER_SIZE:
+        raise SpriteDiffError(f"--size must be from 16 to {MAX_RENDER_SIZE} pixels, got {options.size}")
+    if options.first < 0 or options.seed < 0:
+        raise SpriteDiffError("--first and --seed must be at least 0")
+    if options.blend and options.characters:
+        raise SpriteDiffError("give either --characters N (procedural) or --blend FILE, not both")
+    if options.actions and not options.blend:
+        raise SpriteDiffError("--actions needs --blend FILE (procedural characters use the preset motions)")
     if options.directions < 1 or options.clips < 1:
         raise SpriteDiffError("--directions and --clips must be at least 1")
     if options.blend:

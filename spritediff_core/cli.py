@@ -27,7 +27,7 @@ from .settings import (
     read_settings_file,
     settings_from_args,
 )
-from .staged_writes import MANIFEST, check_output_folder, open_image
+from .staged_writes import MANIFEST, add_output_arguments, check_output_folder, open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -261,14 +261,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def add_output_arguments(parser: argparse.ArgumentParser, help: str) -> None:
-    """--out, and the one way to write into a folder that already holds other files."""
-    parser.add_argument("--out", required=True, help=help)
-    parser.add_argument("--add-to-folder", action="store_true",
-                        help="write beside files already in the output folder (never over them; without this, a "
-                             "folder holding files spritediff did not write is refused)")
 
 
 def build_parser() -> argparse.ArgumentParser:

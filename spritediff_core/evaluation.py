@@ -26,7 +26,7 @@ from typing import Any
 from .dataset import REFERENCE_VIEWS
 from .errors import InvalidInputError
 from .settings import default_of, setting_range
-from .staged_writes import MANIFEST
+from .staged_writes import MANIFEST, add_output_arguments
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "contact_sheet.png")
 METRIC_NAMES = ("psnr", "ssim", "iou")
@@ -52,6 +52,7 @@ class EvaluationSettings:
     size: tuple[int, int] | None = None  # None: the model's native size, else the dataset's
     device: str | None = None
     dtype: str | None = None
+    add_to_folder: bool = False  # write beside files already in `out` (never over them)
 
     def check(self) -> None:
         if self.reference_view not in REFERENCE_VIEWS:
@@ -330,7 +331,8 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
     pairs = select_clips(dataset, settings.reference_view, settings.views, settings.max_clips)
     out = Path(settings.out)
     inputs = (settings.data, settings.model)
-    check_output_folder(out, inputs, kind="evaluation")
+    check_output_folder(out, inputs, keep_other_files=settings.add_to_folder, planned=OUTPUT_FILES,
+                        kind="evaluation")
     pipe = SpriteSheetPipeline.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
     settings = replace(settings, guidance=settings.guidance or recommended_guidance(pipe.model_card))
     size, size_source = generation_size(settings, pipe, dataset)
@@ -381,7 +383,7 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 3),
         "versions": {"torch": torch.__version__, "spritediff": __version__},
     }
-    with staged_directory(out, inputs, kind="evaluation") as staging:
+    with staged_directory(out, inputs, keep_other_files=settings.add_to_folder, kind="evaluation") as staging:
         write_json(staging / "metrics.json", report)
         (staging / "metrics.md").write_text(markdown_report(report), encoding="utf-8")
         evaluation_sheet(sheet_rows).save(staging / "contact_sheet.png")
@@ -408,7 +410,7 @@ def add_evaluate_command(commands) -> None:
     parser.add_argument("--model", required=True, help="a pretrained_weights/ folder (e.g. a trained one)")
     parser.add_argument("--data", required=True,
                         help="a dataset folder (python -m blender_addon dataset) of characters the model never saw")
-    parser.add_argument("--out", required=True, help="output folder: metrics.json, metrics.md, contact_sheet.png")
+    add_output_arguments(parser, "output folder: metrics.json, metrics.md, contact_sheet.png")
     parser.add_argument("--reference-view", choices=REFERENCE_VIEWS, default="side",
                         help="which reference picture of each character the model gets (default: side)")
     parser.add_argument("--views", type=_view_list, default=None, metavar="VIEW,VIEW|all",
@@ -434,6 +436,7 @@ def evaluate_command(args: argparse.Namespace) -> Path:
         model=Path(args.model), data=Path(args.data), out=Path(args.out), reference_view=args.reference_view,
         views=args.views, max_clips=args.max_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
         size=(args.width, args.height) if args.width is not None else None, device=args.device, dtype=args.dtype,
+        add_to_folder=args.add_to_folder,
     )
     report = evaluate(settings)
     model, copy = report["means"]["overall"]["model"], report["means"]["overall"]["baseline"]

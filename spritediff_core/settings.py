@@ -332,8 +332,11 @@ def read_settings_file(path) -> GenerationSettings:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidInputError(f"settings file {path} does not exist") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"settings file {path} is not valid JSON ({error})") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"settings file {path} is a folder: give a generation.json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise InvalidInputError(f"settings file {path} is not valid JSON "
+                                f"({str(error) or type(error).__name__})") from None
     if isinstance(data, dict) and isinstance(data.get("settings"), dict):
         data = data["settings"]
     return GenerationSettings.from_dict(data, str(path))

@@ -3,6 +3,7 @@ behind; and reading the files users hand in, with errors that say what is wrong.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -103,6 +104,14 @@ def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = 
                 f"{' and more' if len(foreign) > 5 else ''}, not written by spritediff (or changed since): "
                 "choose an empty or new folder, or add to this one (--add-to-folder)")
     return destination
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """--out, and the one way to write into a folder that already holds other files."""
+    parser.add_argument("--out", required=True, help=help)
+    parser.add_argument("--add-to-folder", action="store_true",
+                        help="write beside files already in the output folder (never over them; without this, a "
+                             "folder holding files spritediff did not write is refused)")
 
 
 @contextmanager

@@ -127,6 +127,9 @@ def _require(root: Path, relative: str | Path, is_dir: bool) -> Path:
 def locate_weights(root: str | Path) -> WeightsLayout:
     """Resolve every file of a Moore `pretrained_weights/` folder, or say exactly which one is missing."""
     root = Path(root).expanduser()
+    if root.is_file():
+        raise WeightsNotFoundError(f"model {root} is a file: pass the weights folder (Moore-AnimateAnyone's "
+                                   "`pretrained_weights/` layout) that holds it")
     if not root.is_dir():
         raise WeightsNotFoundError(
             f"model folder {root} does not exist: pass a Moore-AnimateAnyone `pretrained_weights/` folder"

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil
 
 from ..devices import resolve_device
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, first_line
 from ..models.denoising_unet import pose_conditioning
 from ..models.reference_attention import ReferenceBank, RunSettings, install_reference_attention
 from ..pipeline import clip_pixel_values
@@ -294,7 +294,11 @@ class Trainer:
         partial.replace(self.out / CHECKPOINT)
 
     def _resume(self) -> None:
-        state = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError) as error:
+            raise InvalidInputError(f"{self.out / CHECKPOINT} cannot be read, it may be truncated ("
+                                    f"{first_line(error)}): start again in a new --out folder") from None
         saved_step = self.parts.card.get("training", {}).get("step")
         if saved_step != state["step"]:
             raise InvalidInputError(f"{self.out}: {MODEL_DIR}/ is at step {saved_step} but {CHECKPOINT} at step "
