@@ -95,15 +95,24 @@ def check_output_folder(destination: str | Path, inputs: Sequence[str | Path] = 
         raise InvalidInputError(f"cannot write into {existing}: choose a folder you can write to")
     if destination.is_dir():
         owned = _owned_files(destination, kind) if replace_previous_run else {}
-        foreign = [entry.name for entry in sorted(destination.iterdir())
-                   if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))
-                   and (not keep_other_files or entry.name in planned) and not _ours(destination, entry.name, owned)]
-        if foreign:
-            raise InvalidInputError(
-                f"output folder {destination} already holds {', '.join(foreign[:5])}"
-                f"{' and more' if len(foreign) > 5 else ''}, not written by spritediff (or changed since): "
-                "choose an empty or new folder, or add to this one (--add-to-folder)")
+        _refuse_foreign(destination, [name for name in _entries(destination)
+                                      if (not keep_other_files or name in planned)
+                                      and not _ours(destination, name, owned)], keep_other_files)
     return destination
+
+
+def _entries(destination: Path) -> list[str]:
+    """The top-level names in an output folder, without spritediff's own bookkeeping."""
+    return [entry.name for entry in sorted(destination.iterdir())
+            if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))]
+
+
+def _refuse_foreign(destination: Path, foreign: list[str], keep_other_files: bool) -> None:
+    if foreign:
+        raise InvalidInputError(
+            f"output folder {destination} already holds {', '.join(foreign[:5])}"
+            f"{' and more' if len(foreign) > 5 else ''}, not written by spritediff (or changed since): "
+            "choose an empty or new folder" + ("" if keep_other_files else ", or add to this one (--add-to-folder)"))
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, help: str) -> None:
@@ -134,15 +143,11 @@ def staged_directory(destination: str | Path, inputs: Sequence[str | Path] = (),
         yield staging
         # What the folder holds now (something may have arrived during the run), each entry hashed once.
         owned = _owned_files(destination, kind) if replace_previous_run else {}
-        ours = {entry.name: _ours(destination, entry.name, owned) for entry in sorted(destination.iterdir())
-                if entry.name != OWNERSHIP and not entry.name.startswith((STAGING_PREFIX, RETIRED_PREFIX))}
+        ours = {name: _ours(destination, name, owned) for name in _entries(destination)}
         new_entries = sorted(p.name for p in staging.iterdir())
-        foreign = [name for name, mine in ours.items() if not mine
-                   and (name in new_entries or not keep_other_files)]
-        if foreign:
-            raise InvalidInputError(f"output folder {destination} already holds {', '.join(foreign[:5])}, not "
-                                    "written by spritediff (or changed since): choose an empty or new folder"
-                                    + ("" if keep_other_files else ", or add to this one (--add-to-folder)"))
+        _refuse_foreign(destination, [name for name, mine in ours.items()
+                                      if not mine and (name in new_entries or not keep_other_files)],
+                        keep_other_files)
         written = {name: _sha256(path) for name, path in _files_under(staging).items()}
         retired = Path(tempfile.mkdtemp(prefix=RETIRED_PREFIX, dir=destination))
         # Old outputs step aside (renames on one filesystem), the new ones move in; then the old ones go.
