@@ -96,8 +96,8 @@ def measure(model: str, size: int, frames: int, steps: int, mode: str, repeats: 
             return values
 
         pipe(reference, poses, size, size, num_inference_steps=steps, seed=0, context_frames=WINDOW,
-             context_overlap=OVERLAP, output_type="pil", callback_on_step_end=on_step, options=modes[mode],
-             show_progress=False)
+             context_overlap=OVERLAP, loop_mode="reference", output_type="pil", callback_on_step_end=on_step,
+             options=modes[mode], show_progress=False)
         totals.append(time.perf_counter() - started)
         step_times += [b - a for a, b in zip(stamps, stamps[1:])]
     result = {

@@ -49,6 +49,7 @@ from mathutils import Matrix, Vector
 
 from spritediff_core import dataset_images, drawing, framing, poses
 from spritediff_core.dataset import DATASET_FORMAT as FORMAT  # the core reads what this writes
+from spritediff_core.dataset import REFERENCE_AZIMUTHS
 from spritediff_core.errors import SpriteDiffError
 from spritediff_core.output_layout import frame_names
 
@@ -60,7 +61,6 @@ VERSION = 1
 MANIFEST = "dataset.json"
 CHARACTER_FILE = "character.json"
 MARGIN, GROUND = 0.08, 0.92  # the product's auto-framing (armature_reader.frame_action_poses)
-REFERENCE_VIEWS = (("front", 0.0), ("three_quarter", 45.0), ("side", 90.0))
 SIDE_AZIMUTH = 90.0
 MAX_FRAMING_ERROR_PX = 0.5
 
@@ -832,7 +832,7 @@ def render_references(scene, armature, subject: Subject, bone_map, size: int, wi
     armature.data.pose_position = "REST"
     frames, paths = [], {}
     try:
-        for name, azimuth in REFERENCE_VIEWS:
+        for name, azimuth in REFERENCE_AZIMUTHS.items():
             camera = view_camera(scene, subject, View(name, azimuth), f"sd_reference_{name}")
             scene.camera = camera
             sequence = read_framed(scene, armature, action, camera, bone_map, size, with_hands)

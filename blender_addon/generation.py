@@ -231,7 +231,8 @@ class GenerationJob:
                 self.prepared.reference, self.prepared.pose_images, sampling.width, sampling.height,
                 num_inference_steps=sampling.num_inference_steps, guidance_scale=sampling.guidance_scale,
                 seed=sampling.seed, context_frames=sampling.context_frames,
-                context_overlap=sampling.context_overlap, loop=self.prepared.loop, output_type="latent",
+                context_overlap=sampling.context_overlap, loop=self.prepared.loop, loop_mode=sampling.loop_mode,
+                output_type="latent",
                 callback_on_step_end=self._on_step, show_progress=False, options=runtime,
             )
             try:  # decode_chunk_size frames at a time, so the UI can show frames as they finish

@@ -113,7 +113,7 @@ def generate(args: argparse.Namespace) -> Path:
     frames = pipe(
         reference, poses, width=width, height=height, num_inference_steps=sampling.num_inference_steps,
         guidance_scale=guidance_scale, seed=sampling.seed, context_frames=sampling.context_frames,
-        context_overlap=sampling.context_overlap, loop=loop, options=runtime,
+        context_overlap=sampling.context_overlap, loop=loop, loop_mode=sampling.loop_mode, options=runtime,
     )
     seconds = time.perf_counter() - started
     names = save_frames(frames, args.out, {

@@ -15,7 +15,24 @@ from typing import Any
 from .errors import InvalidInputError
 
 DATASET_FORMAT = "spritediff-dataset"
-REFERENCE_VIEWS = ("front", "three_quarter", "side")
+# Reference pictures and the azimuth each is seen from: degrees from the character's front, turning towards
+# its right (90: the presets' side view), as the ring views "dir_DDD" of the clips.
+REFERENCE_AZIMUTHS = {"front": 0.0, "three_quarter": 45.0, "side": 90.0}
+REFERENCE_VIEWS = tuple(REFERENCE_AZIMUTHS)
+
+
+def angular_distance(a: float, b: float) -> float:
+    """Degrees between two azimuths, 0 to 180."""
+    difference = abs(a - b) % 360.0
+    return min(difference, 360.0 - difference)
+
+
+def nearest_reference(azimuth: float, available) -> str:
+    """The reference view among `available` seen from nearest `azimuth` (ties: the first in REFERENCE_VIEWS)."""
+    candidates = [view for view in REFERENCE_VIEWS if view in available]
+    if not candidates:
+        raise InvalidInputError("no reference picture with a known view (front, three_quarter, side)")
+    return min(candidates, key=lambda view: angular_distance(azimuth, REFERENCE_AZIMUTHS[view]))
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,12 @@ class Clip:
     @property
     def view_name(self) -> str:
         return str(self.info.get("view", {}).get("name", "unknown"))
+
+    @property
+    def azimuth(self) -> float | None:
+        """Degrees from the character's front (see REFERENCE_AZIMUTHS), None when the clip does not say."""
+        value = self.info.get("view", {}).get("azimuth_deg")
+        return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def motion(self) -> str:

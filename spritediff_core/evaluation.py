@@ -23,12 +23,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .dataset import REFERENCE_VIEWS
+from .context_windows import LOOP_MODES
+from .dataset import REFERENCE_VIEWS, nearest_reference
 from .errors import InvalidInputError
 from .settings import default_of, setting_range
 from .staged_writes import MANIFEST, add_output_arguments
 
 OUTPUT_FILES = ("metrics.json", "metrics.md", "contact_sheet.png")
+NEAREST = "nearest"  # --reference-view: for each clip, the reference seen from nearest its view
 METRIC_NAMES = ("psnr", "ssim", "iou")
 SHEET_CLIPS = 12  # clips shown in the contact sheet
 SHEET_FRAMES = 3  # frames shown per clip
@@ -43,7 +45,7 @@ class EvaluationSettings:
     model: Path
     data: Path
     out: Path
-    reference_view: str = "side"
+    reference_view: str = "side"  # or NEAREST
     views: tuple[str, ...] | None = None  # None: every view
     max_clips: int | None = None
     steps: int = default_of("num_inference_steps")
@@ -53,11 +55,14 @@ class EvaluationSettings:
     device: str | None = None
     dtype: str | None = None
     add_to_folder: bool = False  # write beside files already in `out` (never over them)
+    loop_mode: str = default_of("loop_mode")
 
     def check(self) -> None:
-        if self.reference_view not in REFERENCE_VIEWS:
+        if self.reference_view not in (*REFERENCE_VIEWS, NEAREST):
             raise InvalidInputError(f"unknown reference view {self.reference_view!r}: use one of "
-                                    f"{', '.join(REFERENCE_VIEWS)}")
+                                    f"{', '.join((*REFERENCE_VIEWS, NEAREST))}")
+        if self.loop_mode not in LOOP_MODES:
+            raise InvalidInputError(f"--loop-mode must be one of {', '.join(LOOP_MODES)}, got {self.loop_mode!r}")
         if self.views is not None and not self.views:
             raise InvalidInputError("--views is empty: name views (side,dir_045,...) or give 'all'")
         if self.max_clips is not None and self.max_clips < 1:
@@ -114,13 +119,26 @@ def select_clips(dataset, reference_view: str, views: tuple[str, ...] | None, ma
         pairs = [(character, clip) for character, clip in pairs if clip.view_name in views]
     if not pairs:
         raise InvalidInputError(f"no clips in {dataset.root} match --views {','.join(views or ())}")
+    if reference_view == NEAREST:
+        for character, clip in pairs:
+            if clip.azimuth is None:
+                raise InvalidInputError(f"{character.name}/{clip.name}: clip.json gives no view azimuth, so "
+                                        "--reference-view nearest cannot choose a reference")
+            clip_reference(character, clip, reference_view)  # raises when the character has no known view
     for character in {character.name: character for character, _ in pairs}.values():
-        if reference_view not in character.references:
+        if reference_view != NEAREST and reference_view not in character.references:
             raise InvalidInputError(f"character {character.name} has no {reference_view!r} reference picture "
                                     f"(it has: {', '.join(character.references) or 'none'})")
     if max_clips is not None:
         pairs = [pairs[index] for index in evenly_spaced(len(pairs), max_clips)]
     return pairs
+
+
+def clip_reference(character, clip, reference_view: str) -> str:
+    """The reference view a clip is generated from: the one asked for, or the one nearest the clip's view."""
+    if reference_view != NEAREST:
+        return reference_view
+    return nearest_reference(clip.azimuth, character.references)
 
 
 def generation_size(settings: EvaluationSettings, pipe, dataset) -> tuple[tuple[int, int], str]:
@@ -205,11 +223,13 @@ def evaluate_clip(pipe, character, clip, reference_view: str, size: tuple[int, i
     from .matting import OutlineHint
     from .staged_writes import open_image
 
-    reference = open_image(character.references[reference_view], "reference picture")
+    used_view = clip_reference(character, clip, reference_view)
+    reference = open_image(character.references[used_view], "reference picture")
     hint = OutlineHint.from_reference(reference)
     poses = pose_images(clip, size)
     generated = pipe(reference, poses, width=size[0], height=size[1], num_inference_steps=settings.steps,
-                     guidance_scale=settings.guidance, seed=settings.seed, loop=clip.loop)
+                     guidance_scale=settings.guidance, seed=settings.seed, loop=clip.loop,
+                     loop_mode=settings.loop_mode)
     copied = on_black(reference, size)
     copied_mask = matted_silhouette(copied, hint)
     model_scores, baseline_scores, truths = [], [], []
@@ -221,7 +241,13 @@ def evaluate_clip(pipe, character, clip, reference_view: str, size: tuple[int, i
         baseline_scores.append(score(copied, truth, copied_mask, true_mask))
         truths.append(truth)
     row = {"character": character.name, "clip": clip.name, "view": clip.view_name, "motion": clip.motion,
-           "frames": len(generated), "model": _frame_mean(model_scores), "baseline": _frame_mean(baseline_scores)}
+           "reference_view": used_view, "loop": clip.loop, "frames": len(generated),
+           "model": _frame_mean(model_scores), "baseline": _frame_mean(baseline_scores)}
+    if clip.loop:  # a cycle: how its wrap-around step compares with its other steps, generated and true
+        from .metrics import seam_ratio
+
+        row["seam_ratio"] = {"model": seam_ratio([np.asarray(frame.convert("RGB")) for frame in generated]),
+                             "truth": seam_ratio(truths)}
     sheet_images = None
     if keep_sheet_images:
         shown = evenly_spaced(len(generated), SHEET_FRAMES)
@@ -239,6 +265,16 @@ def mean_over_clips(rows: list[dict[str, Any]]) -> dict[str, Any]:
                for side in ("model", "baseline")}}
 
 
+def seam_means(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mean seam ratio of the generated cycles and of their ground truth, over the cycle clips where both
+    are defined (`metrics.seam_ratio`); None without such clips."""
+    ratios = [row["seam_ratio"] for row in rows
+              if row.get("seam_ratio") and None not in row["seam_ratio"].values()]
+    if not ratios:
+        return None
+    return {"clips": len(ratios), **{side: sum(r[side] for r in ratios) / len(ratios) for side in ("model", "truth")}}
+
+
 def grouped_means(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
     groups: dict[str, list] = {}
     for row in rows:
@@ -253,7 +289,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"Model `{report['model']}` on held-out data `{settings['data']}`: {report['counts']['characters']} "
         f"characters, {report['counts']['clips']} clips, {report['counts']['frames']} frames; reference view "
         f"{settings['reference_view']}, {settings['width']}x{settings['height']}, {settings['steps']} steps, "
-        f"guidance {settings['guidance']}, seed {settings['seed']}.", "",
+        f"guidance {settings['guidance']}, seed {settings['seed']}, loop mode {settings['loop_mode']}.", "",
         "Mean over clips of each clip's mean over frames. *copy* is the baseline that uses the reference "
         "picture as every frame.", "",
         "| group | clips | frames | PSNR dB model | PSNR dB copy | SSIM model | SSIM copy | IoU model | IoU copy |",
@@ -266,6 +302,10 @@ def markdown_report(report: dict[str, Any]) -> str:
         model, copy = group["model"], group["baseline"]
         lines.append(f"| {label} | {group['clips']} | {group['frames']} | {model['psnr']:.2f} | {copy['psnr']:.2f} "
                      f"| {model['ssim']:.4f} | {copy['ssim']:.4f} | {model['iou']:.4f} | {copy['iou']:.4f} |")
+    seam = means.get("seam")
+    if seam:
+        lines += ["", f"Seam ratio of the cycles ({seam['clips']} clips; last-to-first step over the other steps, "
+                      f"1 = no seam): model {seam['model']:.3f}, ground truth {seam['truth']:.3f}."]
     lines += ["", *(f"- {note}" for note in report["notes"]), ""]
     return "\n".join(lines)
 
@@ -362,12 +402,13 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
             "views": list(settings.views) if settings.views is not None else "all",
             "max_clips": settings.max_clips, "width": size[0], "height": size[1], "size_from": size_source,
             "steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed,
+            "loop_mode": settings.loop_mode,
             "device": str(pipe.device), "dtype": str(pipe.dtype).removeprefix("torch."),
         },
         "counts": {"characters": len({row["character"] for row in rows}), "clips": len(rows),
                    "frames": sum(row["frames"] for row in rows)},
         "means": {"overall": mean_over_clips(rows), "per_view": grouped_means(rows, "view"),
-                  "per_motion": grouped_means(rows, "motion")},
+                  "per_motion": grouped_means(rows, "motion"), "seam": seam_means(rows)},
         "clips": rows,
         "notes": [
             "Pictures are compared on black at the generation size; ground truth is resized with area "
@@ -378,6 +419,9 @@ def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
             "IoU: ground truth alpha > 0.5 vs the prediction matted on black (spritediff's matting, reference "
             "outline hint), alpha > 0.5; two empty silhouettes count as 1.",
             "baseline: the reference picture, composited on black and resized, as every frame's prediction.",
+            "Seam ratio (cycles): mean absolute difference between the last and first frame over the mean "
+            "difference between the other neighbouring frames, for the generated frames and the ground truth.",
+            "Reference view 'nearest': each clip gets the character's reference seen from nearest its view.",
             "Means: each clip's mean over its frames, then the mean over clips.",
         ],
         "seconds": round(time.perf_counter() - started, 3),
@@ -411,8 +455,9 @@ def add_evaluate_command(commands) -> None:
     parser.add_argument("--data", required=True,
                         help="a dataset folder (python -m blender_addon dataset) of characters the model never saw")
     add_output_arguments(parser, "output folder: metrics.json, metrics.md, contact_sheet.png")
-    parser.add_argument("--reference-view", choices=REFERENCE_VIEWS, default="side",
-                        help="which reference picture of each character the model gets (default: side)")
+    parser.add_argument("--reference-view", choices=(*REFERENCE_VIEWS, NEAREST), default="side",
+                        help="which reference picture of each character the model gets; nearest: for each clip "
+                             "the one seen from nearest the clip's view (default: side)")
     parser.add_argument("--views", type=_view_list, default=None, metavar="VIEW,VIEW|all",
                         help="only clips seen from these views, e.g. side,dir_045 (default: all)")
     parser.add_argument("--max-clips", type=_positive_int, default=None,
@@ -421,6 +466,8 @@ def add_evaluate_command(commands) -> None:
                         default=default_of("num_inference_steps"))
     parser.add_argument("--guidance-scale", dest="guidance", type=float, default=default_of("guidance_scale"))
     parser.add_argument("--seed", type=int, default=0, help="the same seed for every clip (default 0)")
+    parser.add_argument("--loop-mode", choices=LOOP_MODES, default=default_of("loop_mode"),
+                        help=f"how cycles are denoised (default: {default_of('loop_mode')})")
     parser.add_argument("--width", type=_positive_int, default=None,
                         help="generation width (default: the model's native size, else the dataset's)")
     parser.add_argument("--height", type=_positive_int, default=None)
@@ -436,7 +483,7 @@ def evaluate_command(args: argparse.Namespace) -> Path:
         model=Path(args.model), data=Path(args.data), out=Path(args.out), reference_view=args.reference_view,
         views=args.views, max_clips=args.max_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
         size=(args.width, args.height) if args.width is not None else None, device=args.device, dtype=args.dtype,
-        add_to_folder=args.add_to_folder,
+        add_to_folder=args.add_to_folder, loop_mode=args.loop_mode,
     )
     report = evaluate(settings)
     model, copy = report["means"]["overall"]["model"], report["means"]["overall"]["baseline"]

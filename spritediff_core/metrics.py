@@ -5,6 +5,7 @@
   K2 = 0.03, L = 255, the mean of the SSIM map over the windows that lie wholly inside the image; colour
   images are scored per channel and the channels averaged (so colour errors count, not only luminance).
 - `foreground_iou`: intersection over union of two boolean silhouettes; two empty silhouettes agree (1.0).
+- `seam_ratio`: how a cycle's wrap-around step (last frame back to the first) compares with its other steps.
 """
 
 from __future__ import annotations
@@ -74,3 +75,19 @@ def foreground_iou(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return int(np.count_nonzero(mask_a & mask_b)) / union
+
+
+def seam_ratio(frames) -> float | None:
+    """Mean absolute difference between a cycle's last and first frame, divided by the mean of the same
+    difference over its other neighbouring pairs: 1 when the loop's seam looks like every other step, above 1
+    when it jumps. None for fewer than 3 frames or when no other pair differs (nothing to compare with)."""
+    frames = [np.asarray(frame, dtype=np.float64) for frame in frames]
+    if len(frames) < 3:
+        return None
+    for frame in frames[1:]:
+        _same_shape(frames[0], frame, "seam_ratio")
+    steps = [float(np.mean(np.abs(b - a))) for a, b in zip(frames, frames[1:])]
+    other = sum(steps) / len(steps)
+    if other == 0.0:
+        return None
+    return float(np.mean(np.abs(frames[0] - frames[-1]))) / other

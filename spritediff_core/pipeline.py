@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
-from .context_windows import context_windows
+from .context_windows import LOOP_MODES, check_window_settings, step_windows
 from .devices import resolve_device, resolve_dtype
 from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError, first_line
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
@@ -304,6 +304,7 @@ class SpriteSheetPipeline:
         context_frames: int = 24,
         context_overlap: int = 4,
         loop: bool = True,
+        loop_mode: str = "closed",
         output_type: str = "pil",
         callback_on_step_end: Callable[..., dict[str, Any] | None] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -315,6 +316,8 @@ class SpriteSheetPipeline:
         Returns a list of PIL images ("pil"), a float32 array (L, H, W, 3) in [0, 1] ("np"), a float tensor
         (L, 3, H, W) in [0, 1] ("pt"), or the final latents (1, 4, L, H/8, W/8) ("latent").
         `loop=True` lets context windows wrap round (cycles); `loop=False` keeps them inside the sequence.
+        `loop_mode` (cycles only): "closed" rotates the windows by one frame per step so the last frame is
+        denoised beside the first (`context_windows`); "reference" keeps the reference implementation's windows.
         `guidance_scale`: None (or 0) is the model card's recommended value, else 3.5.
         `show_progress`: a tqdm bar; None shows it only when stderr is a terminal.
         `options`: speed and memory switches (`RuntimeSettings`); the defaults are exact.
@@ -322,14 +325,14 @@ class SpriteSheetPipeline:
         options = options or RuntimeSettings()
         guidance_scale = guidance_scale or recommended_guidance(self.model_card)
         self._validate(reference, poses, width, height, num_inference_steps, guidance_scale,
-                       context_frames, context_overlap, output_type, callback_on_step_end_tensor_inputs)
+                       context_frames, context_overlap, loop_mode, output_type, callback_on_step_end_tensor_inputs)
         if not self._lock.acquire(blocking=False):
             raise InvalidInputError("this pipeline is already generating; use one pipeline per thread")
         self._cancel.clear()
         try:
             latents = self._generate(
                 reference, poses, width, height, num_inference_steps, guidance_scale, seed, generator,
-                context_frames, context_overlap, loop, callback_on_step_end,
+                context_frames, context_overlap, loop, loop_mode, callback_on_step_end,
                 tuple(callback_on_step_end_tensor_inputs), show_progress, options,
             )
             if latents is None:  # cancelled: the tensors of the run are already out of scope
@@ -355,7 +358,7 @@ class SpriteSheetPipeline:
             return frames.permute(0, 2, 3, 1).numpy()
         return frames
 
-    def _validate(self, reference, poses, width, height, steps, guidance, context_frames, overlap,
+    def _validate(self, reference, poses, width, height, steps, guidance, context_frames, overlap, loop_mode,
                   output_type, tensor_inputs) -> None:
         if not isinstance(reference, Image.Image):
             raise InvalidInputError(f"reference must be a PIL image, got {type(reference).__name__}")
@@ -373,7 +376,9 @@ class SpriteSheetPipeline:
             raise InvalidInputError(f"num_inference_steps must be a positive integer, got {steps!r}")
         if guidance < 1.0:
             raise InvalidInputError(f"guidance_scale must be >= 1.0, got {guidance}")
-        context_windows(len(poses), context_frames, overlap)  # raises on bad window settings
+        check_window_settings(context_frames, overlap)
+        if loop_mode not in LOOP_MODES:
+            raise InvalidInputError(f"loop_mode must be one of {', '.join(LOOP_MODES)}, got {loop_mode!r}")
         window = min(len(poses), context_frames)
         max_frames = self.denoising_unet.config.motion_max_seq_length
         if window > max_frames:
@@ -403,7 +408,7 @@ class SpriteSheetPipeline:
 
     @torch.inference_mode()
     def _generate(self, reference, poses, width, height, steps, guidance_scale, seed, generator,
-                  context_frames, overlap, loop, callback, tensor_inputs, show_progress,
+                  context_frames, overlap, loop, loop_mode, callback, tensor_inputs, show_progress,
                   options: RuntimeSettings) -> torch.Tensor | None:
         num_frames = len(poses)
         # 1. Timesteps, on a scheduler of this call's own (no timestep state shared between calls). The
@@ -418,12 +423,19 @@ class SpriteSheetPipeline:
         # 3. Conditions: the reference (CLIP embedding, VAE latents) and the poses (PoseGuider features).
         encoded = self.encode_reference(reference, width, height)
         pose_features = self.encode_poses(poses, width, height)
-        # 4. Context windows over the frames, and how many windows cover each frame (overlaps are averaged).
-        windows = [torch.tensor(window, device=self.device)
-                   for window in context_windows(num_frames, context_frames, overlap, loop)]
-        counts = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
-        for window in windows:
-            counts.index_add_(2, window, torch.ones((1, 1, len(window), 1, 1), device=self.device))
+        # 4. Context windows over the frames, per step (closed loops rotate them), and how many windows cover
+        # each frame (overlaps are averaged).
+        step_layouts: dict[tuple, tuple[list[torch.Tensor], torch.Tensor]] = {}
+
+        def layout(index: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+            frames = tuple(map(tuple, step_windows(index, num_frames, context_frames, overlap, loop, loop_mode)))
+            if frames not in step_layouts:
+                windows = [torch.tensor(window, device=self.device) for window in frames]
+                counts = torch.zeros((1, 1, num_frames, 1, 1), device=self.device)
+                for window in windows:
+                    counts.index_add_(2, window, torch.ones((1, 1, len(window), 1, 1), device=self.device))
+                step_layouts[frames] = (windows, counts)
+            return step_layouts[frames]
 
         # 5. The reference, once: the ReferenceNet's attention inputs, read by every denoising step.
         settings = RunSettings(options.exact_speedups, options.attention_chunk_size or None)
@@ -437,7 +449,7 @@ class SpriteSheetPipeline:
                 for index, timestep in enumerate(scheduler.timesteps):
                     if guided is None or index % options.reuse_prediction_every == 0:
                         guided = self._denoise_step(latents, device_timesteps[index], encoded.image_embeds,
-                                                    pose_features, windows, counts, guidance_scale,
+                                                    pose_features, *layout(index), guidance_scale,
                                                     options.sequential_guidance)
                         if guided is None:
                             return None

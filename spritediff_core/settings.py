@@ -110,6 +110,10 @@ class SamplingSettings(_Settings):
     loop: str = setting("auto", "cycle: the last frame leads into the first (walk, run, idle); one-shot: never "
                                 "blend the end into the start (jump, attack); auto: from the animation",
                         choices=("auto", "cycle", "one-shot"))
+    loop_mode: str = setting("closed", "cycles: closed rotates the context windows at every step so the last frame "
+                                       "is denoised beside the first and the loop has no seam; reference keeps the "
+                                       "reference implementation's fixed windows", choices=("closed", "reference"),
+                             label="Loop mode")
     context_frames: int = setting(24, "frames denoised together; long animations use overlapping windows of this "
                                       "many frames (fewer: less memory)", minimum=1, maximum=256)
     context_overlap: int = setting(4, "frames shared by neighbouring context windows", minimum=0, maximum=255)

@@ -18,7 +18,7 @@ FP16_TOLERANCE = 2e-2
 
 
 def run(pipe, reference_image, pose_images, **overrides):
-    settings = dict(num_inference_steps=3, guidance_scale=3.5, seed=1234, output_type="pt")
+    settings = dict(num_inference_steps=3, guidance_scale=3.5, seed=1234, loop_mode="reference", output_type="pt")
     settings.update(overrides)
     return pipe(reference_image, pose_images, 64, 64, **settings).float().cpu()
 

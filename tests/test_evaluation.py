@@ -11,11 +11,11 @@ from conftest import TINY_WEIGHTS
 from PIL import Image
 
 from spritediff_core.cli import main
-from spritediff_core.dataset import load_dataset
+from spritediff_core.dataset import load_dataset, nearest_reference
 from spritediff_core.drawing import draw_pose
 from spritediff_core.errors import InvalidInputError
 from spritediff_core.evaluation import EvaluationSettings, evenly_spaced, generation_size, select_clips
-from spritediff_core.metrics import PSNR_CAP_DB, foreground_iou, psnr, ssim
+from spritediff_core.metrics import PSNR_CAP_DB, foreground_iou, psnr, seam_ratio, ssim
 from spritediff_core.poses import PoseFrame, PoseSequence
 
 SIZE = 64
@@ -81,6 +81,27 @@ def test_foreground_iou_of_rectangles_and_empty_masks():
     assert foreground_iou(a, empty) == 0.0
 
 
+def test_seam_ratio_compares_the_wrap_around_step_with_the_others():
+    def frames(*values):
+        return [np.full((4, 4, 3), value, np.uint8) for value in values]
+
+    assert seam_ratio(frames(0, 10, 20, 30)) == pytest.approx(3.0)  # an open ramp: the seam is 3 steps long
+    assert seam_ratio(frames(0, 10, 20, 10)) == pytest.approx(1.0)  # a closed cycle: no seam
+    assert seam_ratio(frames(0, 10, 20, 25)) == pytest.approx(25 / (25 / 3))
+    assert seam_ratio(frames(0, 10)) is None and seam_ratio(frames(5, 5, 5)) is None
+    with pytest.raises(InvalidInputError, match="seam_ratio"):
+        seam_ratio([np.zeros((4, 4, 3)), np.zeros((4, 5, 3)), np.zeros((4, 4, 3))])
+
+
+@pytest.mark.parametrize("azimuth, expected", [(0, "front"), (30, "three_quarter"), (100, "side"), (180, "side"),
+                                               (225, "front"), (270, "front"), (315, "front"), (-45, "front")])
+def test_nearest_reference_by_angle(azimuth, expected):
+    assert nearest_reference(azimuth, ("front", "three_quarter", "side")) == expected
+    assert nearest_reference(azimuth, ("side",)) == "side"
+    with pytest.raises(InvalidInputError, match="no reference picture"):
+        nearest_reference(azimuth, ("back",))
+
+
 def test_evenly_spaced_samples_include_both_ends():
     assert evenly_spaced(3, 12) == [0, 1, 2]
     assert evenly_spaced(10, 4) == [0, 3, 6, 9]
@@ -106,26 +127,27 @@ def standing_pose(shift: float) -> PoseFrame:
 
 
 def write_dataset(root, clips=(("char_0000", "000_walk_side", "walk", "side"),
-                               ("char_0001", "000_jump_dir_045", "jump", "dir_045"))):
+                               ("char_0001", "000_jump_dir_045", "jump", "dir_045")), shifts=SHIFTS):
     root.mkdir()
     for name, clip, motion, view in clips:
         character = root / name
-        (character / "reference").mkdir(parents=True)
+        (character / "reference").mkdir(parents=True, exist_ok=True)
         references = {}
         for reference_view in ("front", "three_quarter", "side"):
             rectangle_rgba().save(character / "reference" / f"{reference_view}.png")
             references[reference_view] = f"reference/{reference_view}.png"
         folder = character / "clips" / clip
         folder.mkdir(parents=True)
-        sequence = PoseSequence([standing_pose(shift) for shift in SHIFTS], name=clip, loop=motion != "jump")
+        sequence = PoseSequence([standing_pose(shift) for shift in shifts], name=clip, loop=motion != "jump")
         sequence.save(folder / "poses.json")
-        for index, (frame, shift) in enumerate(zip(sequence.frames, SHIFTS)):
+        for index, (frame, shift) in enumerate(zip(sequence.frames, shifts)):
             draw_pose(frame, stroke_scale="auto").save(folder / f"pose_{index:04d}.png")
             rectangle_rgba(shift).save(folder / f"frame_{index:04d}.png")
         (folder / "clip.json").write_text(json.dumps({
             "motion": motion, "preset": motion, "variation": {},
-            "view": {"name": view, "azimuth_deg": 90.0, "projection": "ORTHO"},
-            "fps": 8, "loop": motion != "jump", "frames": len(SHIFTS)}))
+            "view": {"name": view, "azimuth_deg": 90.0 if view == "side" else float(view[4:]),
+                     "projection": "ORTHO"},
+            "fps": 8, "loop": motion != "jump", "frames": len(shifts)}))
         (character / "character.json").write_text(json.dumps({
             "name": name, "seed": 0, "recipe": {}, "references": references, "clips": [clip]}))
     (root / "dataset.json").write_text(json.dumps({
@@ -212,6 +234,29 @@ def test_evaluate_writes_metrics_and_a_contact_sheet(tmp_path, pipe, capsys):
     assert report["settings"]["views"] == ["dir_045"] and report["settings"]["reference_view"] == "front"
     assert (report["settings"]["width"], report["settings"]["height"]) == (32, 32)
     assert report["clips"][0]["baseline"]["iou"] == pytest.approx(by_hand_iou, abs=0.05)
+
+
+def test_per_direction_references_and_seams_of_cycles(tmp_path):
+    data = write_dataset(tmp_path / "heldout", clips=(("char_0000", "000_walk_dir_315", "walk", "dir_315"),
+                                                      ("char_0000", "001_jump_dir_045", "jump", "dir_045")),
+                         shifts=(0, 3, 6, 3))
+    info = json.loads((data / "char_0000" / "character.json").read_text())
+    info["clips"] = ["000_walk_dir_315", "001_jump_dir_045"]
+    (data / "char_0000" / "character.json").write_text(json.dumps(info))
+    dataset_info = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**dataset_info, "characters": ["char_0000"]}))
+    out = tmp_path / "eval"
+    assert main(evaluate_args(data, out, "--reference-view", "nearest", "--loop-mode", "reference")) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["settings"]["loop_mode"] == "reference" and report["settings"]["reference_view"] == "nearest"
+    walk, jump = report["clips"]
+    assert (walk["reference_view"], jump["reference_view"]) == ("front", "three_quarter")
+    assert "seam_ratio" not in jump  # one-shots have no seam
+    # The truth is a closed cycle (shifts 0, 3, 6, 3): its last step is like the others.
+    assert walk["seam_ratio"]["truth"] == pytest.approx(1.0)
+    assert walk["seam_ratio"]["model"] > 0
+    assert report["means"]["seam"] == {"clips": 1, **walk["seam_ratio"]}
+    assert "Seam ratio of the cycles (1 clips" in (out / "metrics.md").read_text()
 
 
 def test_size_and_clip_selection(tmp_path):

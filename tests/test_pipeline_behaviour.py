@@ -12,7 +12,7 @@ from conftest import TINY_WEIGHTS
 from PIL import Image
 
 from spritediff_core import GenerationCancelled, InvalidInputError, SpriteSheetPipeline
-from spritediff_core.context_windows import context_windows
+from spritediff_core.context_windows import context_windows, step_windows
 from spritediff_core.devices import resolve_device, resolve_dtype
 from spritediff_core.pipeline import flatten_onto_black
 
@@ -39,6 +39,58 @@ def test_cyclic_windows_wrap_round():
     assert context_windows(5, 3, 1, loop=True) == [[0, 1, 2], [2, 3, 4], [4, 0, 1]]
     assert context_windows(4, 24, 4) == [[0, 1, 2, 3]]
     assert context_windows(4, 24, 4, loop=False) == [[0, 1, 2, 3]]
+
+
+def neighbours_seen_together(windows_per_step, frames):
+    """The pairs (i, i+1 mod frames) that sit next to each other in some window at some step."""
+    seen = set()
+    for windows in windows_per_step:
+        for window in windows:
+            seen.update((a, b) for a, b in zip(window, window[1:]) if b == (a + 1) % frames)
+    return seen
+
+
+@pytest.mark.parametrize("frames, size, overlap", [(2, 24, 4), (4, 24, 4), (8, 24, 4), (5, 3, 1), (30, 24, 4),
+                                                   (9, 4, 0)])
+def test_closed_loop_windows_put_the_last_frame_beside_the_first(frames, size, overlap):
+    steps = 25
+    closed = [step_windows(i, frames, size, overlap, True, "closed") for i in range(steps)]
+    reference = [step_windows(i, frames, size, overlap, True, "reference") for i in range(steps)]
+    every_pair = {(i, (i + 1) % frames) for i in range(frames)}
+    assert neighbours_seen_together(closed, frames) == every_pair
+    for windows in closed:  # every step still covers every frame, in windows of the usual length
+        assert set().union(*windows) == set(range(frames))
+        assert all(len(window) == min(frames, size) for window in windows)
+    assert len({tuple(map(tuple, w)) for w in closed}) > 1  # the windows move between steps
+    if frames <= size:  # a cycle inside one window: the reference never closes it
+        assert (frames - 1, 0) not in neighbours_seen_together(reference, frames)
+    assert closed[0] == reference[0]  # step 0 is the reference's layout
+
+
+def test_one_shots_never_wrap_in_either_loop_mode():
+    for mode in ("closed", "reference"):
+        for step in range(6):
+            assert step_windows(step, 8, 3, 1, False, mode) == context_windows(8, 3, 1, loop=False)
+    with pytest.raises(InvalidInputError, match="loop_mode"):
+        step_windows(0, 8, 3, 1, True, "open")
+
+
+def test_closed_loop_mode_changes_only_cycles(pipe, reference_image, pose_images):
+    """One step is the reference's layout in both modes; from the second step on, closed mode rotates the
+    windows of a cycle (other frames) and leaves one-shots as they were."""
+    settings = dict(context_frames=24, context_overlap=4)
+    one_step = [run(pipe, reference_image, pose_images, num_inference_steps=1, loop_mode=mode, **settings)
+                for mode in ("closed", "reference")]
+    assert torch.allclose(*one_step, atol=1e-5)
+    closed = run(pipe, reference_image, pose_images, num_inference_steps=3, loop_mode="closed", **settings)
+    reference = run(pipe, reference_image, pose_images, num_inference_steps=3, loop_mode="reference", **settings)
+    assert (closed - reference).abs().max() > 1e-4
+    assert torch.equal(closed, run(pipe, reference_image, pose_images, num_inference_steps=3, **settings))  # default
+    one_shots = [run(pipe, reference_image, pose_images, num_inference_steps=3, loop=False, loop_mode=mode,
+                     **settings) for mode in ("closed", "reference")]
+    assert torch.equal(*one_shots)
+    with pytest.raises(InvalidInputError, match="loop_mode"):
+        run(pipe, reference_image, pose_images, loop_mode="circular")
 
 
 @pytest.mark.parametrize("size, overlap", [(0, 0), (3, 3), (3, -1)])

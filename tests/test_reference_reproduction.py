@@ -22,7 +22,7 @@ def generate(pipe, reference_image, pose_images, run_settings, run_name, output_
         reference_image, pose_images, run_settings["width"], run_settings["height"],
         num_inference_steps=run_settings["num_inference_steps"], guidance_scale=run_settings["guidance_scale"],
         seed=run_settings["seed"], context_frames=window["context_frames"],
-        context_overlap=window["context_overlap"], output_type=output_type,
+        context_overlap=window["context_overlap"], loop_mode="reference", output_type=output_type,
     )
 
 
@@ -46,7 +46,7 @@ def test_every_step_matches_reference(pipe, reference_image, pose_images, run_se
         return values
 
     pipe(reference_image, pose_images, 64, 64, num_inference_steps=3, guidance_scale=3.5, seed=1234,
-         output_type="latent", callback_on_step_end=record)
+         loop_mode="reference", output_type="latent", callback_on_step_end=record)
     assert [t for t, _ in seen] == [int(t) for t in trace["step_t"]]
     for (_, latents), expected in zip(seen, trace["latents_after_step"]):
         assert max_diff(latents, expected) < TOLERANCE

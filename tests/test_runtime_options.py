@@ -16,7 +16,8 @@ EXPECTED = {"video.pt": (24, 4), "video_ctx.pt": (3, 1)}
 def frames(pipe, reference_image, pose_images, run_name, options, output_type="pt"):
     context, overlap = EXPECTED[run_name]
     return pipe(reference_image, pose_images, 64, 64, num_inference_steps=3, guidance_scale=3.5, seed=1234,
-                context_frames=context, context_overlap=overlap, output_type=output_type, options=options)
+                context_frames=context, context_overlap=overlap, loop_mode="reference", output_type=output_type,
+                options=options)
 
 
 EXACT = {
