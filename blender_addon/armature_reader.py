@@ -8,13 +8,14 @@ honoured), and the core's framing puts them on the canvas. The scene is left exa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import bpy
 import numpy as np
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
+from spritediff_core import directions as compass
 from spritediff_core import framing, poses, rig
 from spritediff_core.errors import SpriteDiffError
 
@@ -137,13 +138,44 @@ def bone_states(armature_eval: bpy.types.Object, names: set[str]) -> dict[str, r
     }
 
 
-def project_frame(scene, camera_eval, armature_eval, bone_map: rig.ResolvedBoneMap) -> framing.CameraPoints:
-    """All keypoints of the current frame in the camera's normalised view."""
+def world_keypoints(armature_eval, bone_map: rig.ResolvedBoneMap) -> tuple[np.ndarray, np.ndarray]:
+    """All keypoints of the current frame in world space (K, 3), and which the bone map found (K,)."""
     local, found = bone_map.keypoints_from_bones(bone_states(armature_eval, bone_map.bones))
     world_matrix = np.array(armature_eval.matrix_world)
-    world = (world_matrix[:3, :3] @ local.T).T + world_matrix[:3, 3]
+    return (world_matrix[:3, :3] @ local.T).T + world_matrix[:3, 3], found
+
+
+def project_points(scene, camera_eval, world: np.ndarray, found: np.ndarray,
+                   turn: np.ndarray | None = None) -> framing.CameraPoints:
+    """World keypoints in the camera's normalised view, after an optional world transform `turn` (a
+    direction: the character turned about its root, as if the camera orbited it)."""
+    if turn is not None:
+        world = (turn[:3, :3] @ world.T).T + turn[:3, 3]
     view = np.array([tuple(world_to_camera_view(scene, camera_eval, Vector(p))) for p in world])
     return framing.CameraPoints(view, found)
+
+
+def project_frame(scene, camera_eval, armature_eval, bone_map: rig.ResolvedBoneMap) -> framing.CameraPoints:
+    """All keypoints of the current frame in the camera's normalised view."""
+    return project_points(scene, camera_eval, *world_keypoints(armature_eval, bone_map))
+
+
+# Characters face their armature's -Y axis: Blender's convention, which Rigify, Mixamo imports and the bundled
+# rig follow. The root the camera orbits is the armature object's origin.
+FORWARD_AXIS = (0.0, -1.0, 0.0)
+
+
+def direction_turns(armature: bpy.types.Object, camera: bpy.types.Object, count: int) -> dict[str | None, Any]:
+    """{direction: world transform} for a 4- or 8-direction set seen through `camera` ({None: None} for 1:
+    the camera's own view, unnamed)."""
+    names = compass.direction_names(count)
+    if not names:
+        return {None: None}
+    depsgraph = bpy.context.evaluated_depsgraph_get()  # world matrices as they are now, constraints included
+    matrix = np.array(armature.evaluated_get(depsgraph).matrix_world)
+    forward = matrix[:3, :3] @ np.array(FORWARD_AXIS)
+    camera_axes = compass.CameraAxes.from_matrix(camera.evaluated_get(depsgraph).matrix_world)
+    return compass.direction_turns(names, forward, camera_axes, matrix[:3, 3])
 
 
 def camera_aspect(scene: bpy.types.Scene) -> float:
@@ -153,18 +185,29 @@ def camera_aspect(scene: bpy.types.Scene) -> float:
 
 @dataclass(frozen=True)
 class ActionPoses:
-    """One Action seen through the camera, before framing."""
+    """One Action seen through the camera (from one direction), before framing."""
 
     name: str
     frames: list[float]
     points: list[framing.CameraPoints]
     fps: float
     loop: bool
+    action: str = ""
+    direction: str | None = None
 
 
 def read_action(scene, armature, action, camera, bone_map: rig.ResolvedBoneMap, sampling: FrameSampling,
                 loop: bool | None = None) -> ActionPoses:
     """Evaluate `action` on `armature` at the sampled frames; the scene is restored afterwards."""
+    return read_action_directions(scene, armature, action, camera, bone_map, sampling, loop)[0]
+
+
+def read_action_directions(scene, armature, action, camera, bone_map: rig.ResolvedBoneMap,
+                           sampling: FrameSampling, loop: bool | None = None,
+                           turns: dict[str | None, Any] | None = None) -> list[ActionPoses]:
+    """`action` evaluated once per sampled frame and seen from every direction of `turns` (default: the
+    camera's own view); the scene is restored afterwards."""
+    turns = turns or {None: None}
     if not action_fcurves(action, armature) and not action_fcurves(action):
         raise PoseReadError(f"Action {action.name!r} has no animation curves")
     if loop is None:
@@ -176,13 +219,15 @@ def read_action(scene, armature, action, camera, bone_map: rig.ResolvedBoneMap, 
     state = ActionState(scene, armature)
     try:
         assign_action(armature, action)
-        points = []
+        points: dict[str | None, list] = {direction: [] for direction in turns}
         for frame in frames:
             whole = int(np.floor(frame))
             scene.frame_set(whole, subframe=frame - whole)
             depsgraph = bpy.context.evaluated_depsgraph_get()
-            points.append(project_frame(scene, camera.evaluated_get(depsgraph), armature.evaluated_get(depsgraph),
-                                        bone_map))
+            camera_eval = camera.evaluated_get(depsgraph)
+            world, found = world_keypoints(armature.evaluated_get(depsgraph), bone_map)
+            for direction, turn in turns.items():
+                points[direction].append(project_points(scene, camera_eval, world, found, turn))
     finally:
         state.restore()
     scene_fps = scene.render.fps / scene.render.fps_base
@@ -192,7 +237,8 @@ def read_action(scene, armature, action, camera, bone_map: rig.ResolvedBoneMap, 
         span = (end - start) if loop or len(frames) < 2 else (end - start) * len(frames) / (len(frames) - 1)
         fps = scene_fps * len(frames) / span if span > 0 else scene_fps
     name = str(action.get("spritediff_preset", action.name))
-    return ActionPoses(name, frames, points, fps, loop)
+    return [ActionPoses(compass.animation_name(name, direction), frames, points[direction], fps, loop, name,
+                        direction) for direction in turns]
 
 
 def frame_action_poses(animations: Sequence[ActionPoses], aspect: float, width: int, height: int,
@@ -208,7 +254,9 @@ def frame_action_poses(animations: Sequence[ActionPoses], aspect: float, width: 
             [framing.to_pose_frame(p, shared, with_hands) for p in animation.points], name=animation.name,
             fps=round(animation.fps, 4), loop=animation.loop,
             metadata={"scene_frames": animation.frames, "framing": {"scale": shared.scale,
-                                                                     "offset": [shared.offset_x, shared.offset_y]}},
+                                                                     "offset": [shared.offset_x, shared.offset_y]},
+                      **({"action": animation.action, "direction": animation.direction}
+                         if animation.direction else {})},
         )
         for animation in animations
     ]
@@ -217,10 +265,16 @@ def frame_action_poses(animations: Sequence[ActionPoses], aspect: float, width: 
 def read_pose_sequences(scene: bpy.types.Scene, armature: bpy.types.Object, actions: Sequence[bpy.types.Action],
                         camera: bpy.types.Object, width: int, height: int, bone_map: str | None = None,
                         sampling: FrameSampling = FrameSampling(), loop: bool | None = None,
-                        auto_frame: bool = True, hands: bool = True) -> list[poses.PoseSequence]:
-    """Pose sequences of several Actions of one character, sharing one framing (steady across actions)."""
+                        auto_frame: bool = True, hands: bool = True,
+                        directions: int = 1) -> list[poses.PoseSequence]:
+    """Pose sequences of several Actions of one character, each from every direction (1: the camera's view;
+    4 or 8: see `spritediff_core.directions`), all sharing one framing (steady across actions and directions).
+    Action-major order, directions in compass order."""
     resolved = resolve_bone_map(armature, bone_map)
-    animations = [read_action(scene, armature, action, camera, resolved, sampling, loop) for action in actions]
+    turns = direction_turns(armature, camera, directions)
+    animations = [seen for action in actions
+                  for seen in read_action_directions(scene, armature, action, camera, resolved, sampling, loop,
+                                                     turns)]
     return frame_action_poses(animations, camera_aspect(scene), width, height,
                               with_hands=hands and resolved.has_hands(), auto_frame=auto_frame)
 
@@ -231,8 +285,20 @@ def read_named_action(scene: bpy.types.Scene, armature: str | None, action: str 
                       auto_frame: bool = True) -> poses.PoseSequence:
     """One Action's pose sequence, objects given by name (None: the active/only armature, its current
     animation, the scene camera); `frame_with` names Actions that share its framing."""
+    return read_named_directions(scene, armature, action, camera, width, height, frame_with, bone_map, sampling,
+                                 loop, auto_frame)[0]
+
+
+def read_named_directions(scene: bpy.types.Scene, armature: str | None, action: str | None, camera: str | None,
+                          width: int, height: int, frame_with: Sequence[str] = (), bone_map: str | None = None,
+                          sampling: FrameSampling = FrameSampling(), loop: bool | None = None,
+                          auto_frame: bool = True, directions: int = 1) -> list[poses.PoseSequence]:
+    """One Action's pose sequences from each direction (one sequence for 1), objects given by name as in
+    `read_named_action`; one framing for every direction of it and of the `frame_with` Actions."""
     armature_object = find_armature(armature)
     camera_object = find_camera(scene, camera)
     actions = [find_action(armature_object, name) for name in (action, *frame_with)]
-    return read_pose_sequences(scene, armature_object, actions, camera_object, width, height, bone_map=bone_map,
-                               sampling=sampling, loop=loop, auto_frame=auto_frame)[0]
+    sequences = read_pose_sequences(scene, armature_object, actions, camera_object, width, height,
+                                    bone_map=bone_map, sampling=sampling, loop=loop, auto_frame=auto_frame,
+                                    directions=directions)
+    return sequences[:max(len(compass.direction_names(directions)), 1)]

@@ -12,6 +12,7 @@ from typing import Sequence
 import bpy
 
 from spritediff_core.cli import file_name, stroke_scale
+from spritediff_core.directions import DIRECTION_COUNTS
 from spritediff_core.errors import SpriteDiffError, first_line
 from spritediff_core.settings import (
     CONCERN_OF,
@@ -42,15 +43,23 @@ def command_poses(args: argparse.Namespace) -> None:
     render = scene.render
     width = args.width or int(render.resolution_x * render.resolution_percentage / 100)
     height = args.height or int(render.resolution_y * render.resolution_percentage / 100)
-    sequence = reader.read_named_action(scene, args.armature, args.action, args.camera, width, height,
-                                        frame_with=args.frame_with, bone_map=args.bone_map,
-                                        sampling=reader.FrameSampling(count=args.frames, frame_range=args.range),
-                                        loop=LOOP_FLAGS[args.loop or "auto"], auto_frame=not args.no_auto_frame)
+    sequences = reader.read_named_directions(
+        scene, args.armature, args.action, args.camera, width, height, frame_with=args.frame_with,
+        bone_map=args.bone_map, sampling=reader.FrameSampling(count=args.frames, frame_range=args.range),
+        loop=LOOP_FLAGS[args.loop or "auto"], auto_frame=not args.no_auto_frame, directions=args.directions)
     from spritediff_core import drawing  # OpenCV: only once a command needs it
+    from spritediff_core.staged_writes import check_output_folder
 
-    names = drawing.write_pose_sequence(sequence, args.out, stroke_scale=args.stroke_scale,
-                                        keep_other_files=args.add_to_folder)
-    print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {args.out}")
+    if args.directions == 1:
+        folders = [Path(args.out)]
+    else:  # one folder per direction, named as the animation (walk_se), every one checked before the first
+        folders = [Path(args.out) / sequence.name for sequence in sequences]
+        for folder in folders:
+            check_output_folder(folder, keep_other_files=args.add_to_folder, kind="poses")
+    for sequence, folder in zip(sequences, folders):
+        names = drawing.write_pose_sequence(sequence, folder, stroke_scale=args.stroke_scale,
+                                            keep_other_files=args.add_to_folder)
+        print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {folder}")
 
 
 def options_from_args(args: argparse.Namespace) -> GenerateOptions:
@@ -202,6 +211,10 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-auto-frame", action="store_true", help="use the camera frame as it is")
     parser.add_argument("--frame-with", action="append", default=[], metavar="ACTION",
                         help="other Actions of the character that share the same framing (repeatable)")
+    parser.add_argument("--directions", type=int, choices=DIRECTION_COUNTS, default=1,
+                        help="1: the camera's view; 4 (s, e, n, w) or 8 (s, se, e, ne, n, nw, w, sw): the character "
+                             "turned about its root for each, named by the way it faces on screen (s: towards "
+                             "the viewer, e: screen right); one framing for all")
 
 
 def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .directions import angular_distance
 from .errors import InvalidInputError
 
 DATASET_FORMAT = "spritediff-dataset"
@@ -19,12 +20,6 @@ DATASET_FORMAT = "spritediff-dataset"
 # its right (90: the presets' side view), as the ring views "dir_DDD" of the clips.
 REFERENCE_AZIMUTHS = {"front": 0.0, "three_quarter": 45.0, "side": 90.0}
 REFERENCE_VIEWS = tuple(REFERENCE_AZIMUTHS)
-
-
-def angular_distance(a: float, b: float) -> float:
-    """Degrees between two azimuths, 0 to 180."""
-    difference = abs(a - b) % 360.0
-    return min(difference, 360.0 - difference)
 
 
 def nearest_reference(azimuth: float, available) -> str:

@@ -437,3 +437,49 @@ def test_core_framing_rejects_nothing_visible():
 def test_bundled_maps_load():
     for name in ("spritediff", "rigify", "mixamo", "generic"):
         assert BoneMap.load(name).keypoints
+
+
+# ---------------------------------------------------------------- directions
+def test_eight_directions_face_their_way_with_left_and_right_from_the_bones(scene, character):
+    armature, actions, camera = character
+    sequences = reader.read_pose_sequences(scene, armature, [actions["walk"], actions["jump"]], camera, 256, 256,
+                                           directions=8)
+    names = [f"{action}_{d}" for action in ("walk", "jump") for d in ("s", "se", "e", "ne", "n", "nw", "w", "sw")]
+    assert [sequence.name for sequence in sequences] == names
+    assert {json.dumps(sequence.metadata["framing"]) for sequence in sequences} == {
+        json.dumps(sequences[0].metadata["framing"])}  # one framing for every action and direction
+    for sequence in sequences:
+        assert sequence.metadata["direction"] == sequence.name.split("_")[1]
+        for frame in sequence.frames:  # everything seen, inside the canvas
+            body = frame.body[frame.body[:, 2] > 0]
+            assert ((body[:, :2] >= 0) & (body[:, :2] < 256)).all()
+    by_name = {sequence.name: sequence.frames[0].body for sequence in sequences}
+    right, left = KEY["right_shoulder"], KEY["left_shoulder"]
+    # Facing the viewer, the character's right shoulder is on screen left; seen from behind, on screen right.
+    assert by_name["walk_s"][right, 0] < by_name["walk_s"][left, 0] - 5
+    assert by_name["walk_n"][right, 0] > by_name["walk_n"][left, 0] + 5
+    # Facing screen right (e) or left (w), the nose is ahead of the neck.
+    neck, nose = KEY["neck"], KEY["nose"]
+    assert by_name["walk_e"][nose, 0] > by_name["walk_e"][neck, 0]
+    assert by_name["walk_w"][nose, 0] < by_name["walk_w"][neck, 0]
+    # The presets' camera already sees the character facing screen right: e is the camera's own view.
+    resolved = reader.resolve_bone_map(armature, None)
+    plain = reader.read_action(scene, armature, actions["walk"], camera, resolved, reader.FrameSampling())
+    turns = reader.direction_turns(armature, camera, 8)
+    turned = reader.read_action_directions(scene, armature, actions["walk"], camera, resolved,
+                                           reader.FrameSampling(), turns=turns)
+    assert [seen.name for seen in turned] == names[:8]
+    np.testing.assert_allclose(turned[2].points[3].view, plain.points[3].view, atol=1e-6)
+    # Mirror images: w is e flipped about the root, up to the rig's own asymmetry of motion.
+    assert turned[6].points[0].view[:, 2] == pytest.approx(turned[2].points[0].view[:, 2], abs=0.5)
+
+
+def test_poses_command_writes_one_folder_per_direction(blend_file, tmp_path):
+    out = tmp_path / "poses"
+    assert cli_main(["poses", "--blend", str(blend_file), "--armature", "Character", "--action", "Character_walk",
+                     "--width", "128", "--height", "128", "--directions", "4", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["walk_e", "walk_n", "walk_s", "walk_w"]
+    for name in ("walk_s", "walk_e", "walk_n", "walk_w"):
+        sequence = PoseSequence.load(out / name / "poses.json")
+        assert sequence.name == name and len(sequence) == 8 and sequence.metadata["direction"] == name[5:]
+        assert len(list((out / name).glob("pose_*.png"))) == 8
