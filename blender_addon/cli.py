@@ -12,7 +12,7 @@ from typing import Sequence
 import bpy
 
 from spritediff_core.cli import file_name, stroke_scale
-from spritediff_core.directions import DIRECTION_COUNTS
+from spritediff_core.directions import COMPASS, DIRECTION_COUNTS
 from spritediff_core.errors import SpriteDiffError, first_line
 from spritediff_core.settings import (
     CONCERN_OF,
@@ -26,7 +26,7 @@ from spritediff_core.staged_writes import add_output_arguments
 
 from . import armature_reader as reader
 from .blend_files import check_save_path, open_blend
-from .generation import LOOP_FLAGS, SCENE_OPTIONS, GenerateOptions, generate_one
+from .generation import LOOP_FLAGS, SCENE_OPTIONS, GenerateOptions, check_direction_options, generate_one
 
 
 def _frame_range(text: str) -> tuple[int, int]:
@@ -62,14 +62,31 @@ def command_poses(args: argparse.Namespace) -> None:
         print(f"wrote {len(names)} poses of {sequence.name!r} ({width}x{height}) to {folder}")
 
 
+def split_references(values: Sequence[str]) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """`--reference PICTURE` once, or `--reference DIRECTION=PICTURE` per direction (s=front.png e=side.png)."""
+    tagged, plain = [], []
+    for value in values:
+        direction, equals, path = value.partition("=")
+        if equals and direction.strip() in COMPASS:
+            tagged.append((direction.strip(), path))
+        else:
+            plain.append(value)
+    if plain and (tagged or len(plain) > 1):
+        raise SpriteDiffError("give one --reference PICTURE, or one --reference DIRECTION=PICTURE per direction "
+                              f"(directions: {', '.join(COMPASS)})")
+    return (plain[0] if plain else None), tuple(tagged)
+
+
 def options_from_args(args: argparse.Namespace) -> GenerateOptions:
     model = args.model or os.environ.get("SPRITEDIFF_MODEL_DIR") or ""  # "": the bundled spritediff-mini
     base = read_settings_file(args.settings) if args.settings else GenerationSettings()
+    reference, direction_references = split_references(args.reference)
     return GenerateOptions(
         model=model, output_dir=args.out, armature=args.armature, action=args.action, camera=args.camera,
         bone_map=args.bone_map, frames=args.frames, frame_range=args.range, auto_frame=not args.no_auto_frame,
-        frame_with=tuple(args.frame_with), reference_path=args.reference, preview_plane=args.preview_plane,
-        add_to_folder=args.add_to_folder,
+        frame_with=tuple(args.frame_with), reference_path=reference, preview_plane=args.preview_plane,
+        add_to_folder=args.add_to_folder, directions=args.directions, mirror=args.mirror or "",
+        direction_references=direction_references,
         settings=settings_from_args(args, base),
     )
 
@@ -78,7 +95,7 @@ def options_from_args(args: argparse.Namespace) -> GenerateOptions:
 JOB_PATHS = ("model", "output_dir", "reference_path")
 JOB_SCENE_TYPES = {"model": str, "output_dir": str, "armature": str, "action": (str, type(None)), "camera": str,
                    "bone_map": str, "frames": int, "auto_frame": bool, "reference_path": str, "reference_image": str,
-                   "preview_plane": bool, "add_to_folder": bool}
+                   "preview_plane": bool, "add_to_folder": bool, "directions": int, "mirror": str}
 
 
 def options_from_job(settings: dict, where: str, base_folder: Path | None = None) -> GenerateOptions:
@@ -100,10 +117,19 @@ def options_from_job(settings: dict, where: str, base_folder: Path | None = None
         if not (isinstance(scene["frame_with"], list) and all(isinstance(v, str) for v in scene["frame_with"])):
             raise SpriteDiffError(f"{where}: frame_with must be a list of Action names")
         scene["frame_with"] = tuple(scene["frame_with"])
+    if "direction_references" in scene:  # a table {direction = "picture"}
+        value = scene["direction_references"]
+        if not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+            raise SpriteDiffError(f"{where}: direction_references must be a table of pictures by direction, "
+                                  f"e.g. {{ s = \"front.png\", e = \"side.png\" }}; got {value!r}")
+        scene["direction_references"] = tuple(value.items())
     if base_folder is not None:
         for key in JOB_PATHS:
             if scene.get(key) and not Path(scene[key]).expanduser().is_absolute():
                 scene[key] = str(base_folder / Path(scene[key]).expanduser())
+        scene["direction_references"] = tuple(
+            (direction, path if Path(path).expanduser().is_absolute() else str(base_folder / Path(path).expanduser()))
+            for direction, path in scene.get("direction_references", ()))
     generation = GenerationSettings().with_flat({k: v for k, v in settings.items() if k in CONCERN_OF}, where)
     return GenerateOptions(**scene, settings=generation)
 
@@ -172,9 +198,14 @@ def command_batch(args: argparse.Namespace) -> None:
         blend = (path.resolve().parent / str(character["blend"])) if "blend" in character else None
         if blend is not None and not blend.is_file():
             raise SpriteDiffError(f"job file {path}, {name}: blend file {blend} does not exist")
-        if options.reference_path and not options.reference_image and not Path(options.reference_path).is_file():
-            raise SpriteDiffError(f"job file {path}, {name}: reference picture {options.reference_path} does not "
-                                  "exist")
+        for picture in ([options.reference_path] if not options.reference_image else []) + [
+                picture for _, picture in options.direction_references]:
+            if picture and not Path(picture).is_file():
+                raise SpriteDiffError(f"job file {path}, {name}: reference picture {picture} does not exist")
+        try:
+            check_direction_options(options)
+        except SpriteDiffError as error:
+            raise SpriteDiffError(f"job file {path}, {name}: {error}") from None
         plans.append((f"[{number}/{len(items)}] {name} {action or ''}: ", blend, options))
     failures = 0
     for label, blend, options in plans:
@@ -237,7 +268,12 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     add_output_arguments(gen, "output folder (one subfolder per Action)")
     gen.add_argument("--model",
                       help="weights folder (default: $SPRITEDIFF_MODEL_DIR, else the bundled spritediff-mini)")
-    gen.add_argument("--reference", required=True, help="the character picture")
+    gen.add_argument("--reference", required=True, action="append", metavar="[DIRECTION=]PICTURE",
+                     help="the character picture; with --directions, one per direction you have (s=front.png "
+                          "e=side.png n=back.png, repeated), each used for the directions nearest to it")
+    gen.add_argument("--mirror", metavar="FROM:TO[,...]",
+                     help="with --directions: make these directions by flipping others instead of generating "
+                          "them, e.g. e:w,ne:nw,se:sw (recorded in the metadata; left and right swap with it)")
     gen.add_argument("--preview-plane", action="store_true", help="add a plane playing the frames")
     gen.add_argument("--save", help="save the .blend with the results to this path")
     gen.add_argument("--settings", metavar="JSON",

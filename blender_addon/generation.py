@@ -22,6 +22,7 @@ from typing import Any
 import bpy
 import numpy as np
 
+from spritediff_core import directions as compass
 from spritediff_core import staged_writes
 from spritediff_core.errors import GenerationCancelled, SpriteDiffError
 from spritediff_core.settings import GenerationSettings, RuntimeSettings, check_runtime_settings
@@ -48,6 +49,9 @@ class GenerateOptions:
     reference_image: str | None = None  # name of a Blender image
     preview_plane: bool = False
     add_to_folder: bool = False  # write beside files already in the output folder (never over them)
+    directions: int = 1  # 1: the camera's view; 4 or 8 (spritediff_core.directions), plus a character sheet
+    mirror: str = ""  # "e:w,...": directions made by flipping another one instead of generating them
+    direction_references: tuple[tuple[str, str], ...] = ()  # (direction, picture): each direction uses the nearest
     settings: GenerationSettings = field(default_factory=GenerationSettings)
 
 
@@ -66,6 +70,24 @@ class PreparedJob:
     pose_sequence: Any
     scene_name: str
     warnings: list[str] = field(default_factory=list)
+    direction: str | None = None
+    reference_source: str = ""  # the picture (path or Blender image) this animation was generated from
+    mirrored_from: str | None = None  # a mirrored animation: the generated one it is flipped from
+
+
+@dataclass
+class PreparedRun:
+    """Everything one Generate Sprites run read from the scene: a job per generated direction (one without
+    directions), the animations made by mirroring (name -> the generated one flipped), and the character
+    sheet's name (None without directions)."""
+
+    jobs: list[PreparedJob]
+    mirrors: dict[str, PreparedJob] = field(default_factory=dict)
+    sheet_name: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        return [warning for job in self.jobs for warning in job.warnings]
 
 
 def _reference_from_blender_image(name: str):
@@ -83,22 +105,57 @@ def _reference_from_blender_image(name: str):
     return Image.fromarray(array, "RGBA")
 
 
-def load_reference(options: GenerateOptions):
+def reference_source(options: GenerateOptions, direction: str | None = None) -> str:
+    """Which picture a direction is generated from: the Blender image or file given, or of the pictures given
+    per direction the one nearest `direction`."""
+    if options.direction_references:
+        tagged = dict(options.direction_references)
+        return tagged[compass.nearest_direction(direction or "s", tagged)]
     if options.reference_image:
-        return _reference_from_blender_image(options.reference_image)
+        return options.reference_image
     if not options.reference_path:
         raise SpriteDiffError("no reference picture: choose an image file or a Blender image")
-    return staged_writes.open_image(Path(bpy.path.abspath(options.reference_path)), "reference picture")
+    return options.reference_path
 
 
-def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
-    """The options' Action as a pose sequence on the generation canvas."""
+def load_reference(options: GenerateOptions, direction: str | None = None):
+    source = reference_source(options, direction)
+    if options.reference_image and not options.direction_references:
+        return _reference_from_blender_image(source)
+    return staged_writes.open_image(Path(bpy.path.abspath(source)), "reference picture")
+
+
+def read_sequences(scene: bpy.types.Scene, options: GenerateOptions) -> list:
+    """The options' Action as pose sequences on the generation canvas, one per direction."""
     sampling = options.settings.sampling
-    return reader.read_named_action(
+    return reader.read_named_directions(
         scene, options.armature, options.action, options.camera, sampling.width, sampling.height,
         frame_with=options.frame_with, bone_map=options.bone_map,
         sampling=reader.FrameSampling(count=options.frames, frame_range=options.frame_range),
-        loop=LOOP_FLAGS[sampling.loop], auto_frame=options.auto_frame)
+        loop=LOOP_FLAGS[sampling.loop], auto_frame=options.auto_frame, directions=options.directions)
+
+
+def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
+    """The options' Action as one pose sequence (the first direction's)."""
+    return read_sequences(scene, options)[0]
+
+
+def check_direction_options(options: GenerateOptions) -> dict[str, str]:
+    """The direction options checked before any work: {mirrored direction: the direction it is flipped from}."""
+    names = compass.direction_names(options.directions)
+    mirrors = compass.parse_mirrors(options.mirror, names)
+    if options.direction_references:
+        if not names:
+            raise SpriteDiffError("references per direction (DIRECTION=PICTURE) need --directions 4 or 8")
+        seen = [direction for direction, _ in options.direction_references]
+        for direction in seen:
+            compass.check_direction(direction)
+        if len(set(seen)) != len(seen):
+            raise SpriteDiffError(f"a reference picture is given twice for one direction ({', '.join(seen)})")
+        for _, path in options.direction_references:
+            if not Path(bpy.path.abspath(path)).is_file():
+                raise SpriteDiffError(f"reference picture {path} does not exist")
+    return mirrors
 
 
 def resolve_options(options: GenerateOptions) -> GenerateOptions:
@@ -124,22 +181,56 @@ def output_inputs(options: GenerateOptions) -> tuple[Path, ...]:
     paths = [Path(options.model)]
     if options.reference_path and not options.reference_image:
         paths.append(Path(bpy.path.abspath(options.reference_path)))
+    paths += [Path(bpy.path.abspath(path)) for _, path in options.direction_references]
     return tuple(paths)
 
 
 def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
-    """Read the scene into a job (main thread). Raises SpriteDiffError; never changes the scene."""
+    """Read the scene into one job (main thread), for a run without directions."""
+    run = prepare_run(scene, replace(options, directions=1))
+    return run.jobs[0]
+
+
+def prepare_run(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedRun:
+    """Read the scene into a job per generated direction (main thread). Every output folder is checked
+    first. Raises SpriteDiffError; never changes the scene."""
     from spritediff_core import drawing  # OpenCV, Pillow: installed by the preferences
-    from spritediff_core.output_layout import ANIMATION
+    from spritediff_core.output_layout import ANIMATION, CHARACTER_SHEET, CHARACTER_SHEET_FOLDER, mirrored_frames
     options = resolve_options(options)
     check_runtime_settings(options.settings.runtime)
-    sequence = read_sequence(scene, options)
-    staged_writes.check_output_folder(output_folder(options, sequence.name), output_inputs(options),
-                                      keep_other_files=options.add_to_folder, kind=ANIMATION)
-    reference = load_reference(options)
-    pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
-    return PreparedJob(options, sequence.name, sequence.fps, sequence.loop, reference, pose_images, sequence,
-                       scene.name, empty_pose_warnings(sequence))
+    mirror_directions = check_direction_options(options)
+    sequences = read_sequences(scene, options)
+    inputs = output_inputs(options)
+    for sequence in sequences:
+        staged_writes.check_output_folder(output_folder(options, sequence.name), inputs,
+                                          keep_other_files=options.add_to_folder, kind=ANIMATION)
+    sheet_name = None
+    if options.directions > 1:
+        sheet_name = Path(bpy.path.abspath(options.output_dir)).absolute().name or "character"
+        staged_writes.check_output_folder(Path(bpy.path.abspath(options.output_dir)) / CHARACTER_SHEET_FOLDER,
+                                          inputs, kind=CHARACTER_SHEET)
+    references: dict[str, Any] = {}
+    jobs: dict[str | None, PreparedJob] = {}
+    for sequence in sequences:
+        direction = sequence.metadata.get("direction")
+        if direction in mirror_directions:
+            continue
+        source = reference_source(options, direction)
+        if source not in references:
+            references[source] = load_reference(options, direction)
+        pose_images = [drawing.draw_pose(frame, stroke_scale="auto") for frame in sequence.frames]
+        jobs[direction] = PreparedJob(options, sequence.name, sequence.fps, sequence.loop, references[source],
+                                      pose_images, sequence, scene.name, empty_pose_warnings(sequence), direction,
+                                      source)
+    mirrors = {}
+    for sequence in sequences:
+        direction = sequence.metadata.get("direction")
+        if direction in mirror_directions:
+            source = jobs[mirror_directions[direction]]
+            mirrors[sequence.name] = replace(
+                source, name=sequence.name, pose_images=mirrored_frames(source.pose_images),
+                pose_sequence=sequence, warnings=[], direction=direction, mirrored_from=source.name)
+    return PreparedRun(list(jobs.values()), mirrors, sheet_name)
 
 
 def empty_pose_warnings(sequence) -> list[str]:
@@ -294,8 +385,14 @@ def settings_record(prepared: PreparedJob, seconds: float) -> dict[str, Any]:
     scene["frame_with"] = list(options.frame_with)
     from spritediff_core.weights import weights_fingerprint
 
-    return {"animation": prepared.name, "scene": scene, "settings": options.settings.to_dict(),
-            "loop": prepared.loop, "seconds": round(seconds, 3), "weights": weights_fingerprint(options.model)}
+    scene["direction_references"] = [list(pair) for pair in options.direction_references]
+    record = {"animation": prepared.name, "scene": scene, "settings": options.settings.to_dict(),
+              "loop": prepared.loop, "seconds": round(seconds, 3), "weights": weights_fingerprint(options.model)}
+    if prepared.direction:
+        record.update(direction=prepared.direction, reference=prepared.reference_source)
+    if prepared.mirrored_from:
+        record["mirrored_from"] = prepared.mirrored_from
+    return record
 
 
 def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
@@ -306,7 +403,8 @@ def finish(scene: bpy.types.Scene, job: GenerationJob) -> dict[str, Any]:
     out = output_folder(options, prepared.name)
     from spritediff_core.output_layout import save_animation
 
-    recorded = {"model": options.model, "settings": options.settings.to_dict()}
+    recorded = {"model": options.model, "settings": options.settings.to_dict(),
+                **{key: record[key] for key in ("direction", "reference", "mirrored_from") if key in record}}
     paths = save_animation(out, prepared.name, job.frames, recorded, prepared.fps, prepared.loop,
                            prepared.pose_images, prepared.reference, options.settings.packing,
                            output_inputs(options), keep_other_files=options.add_to_folder)
@@ -377,17 +475,64 @@ def _in_front_of_camera(camera):
     return Matrix.Translation((size * 0.75, 0.0, -2.0)) @ Matrix.Scale(size / 2, 4)
 
 
+def mirrored_job(prepared: PreparedJob, source: GenerationJob) -> GenerationJob:
+    """A finished job holding the source job's frames flipped: a mirrored direction, never generated."""
+    from spritediff_core.output_layout import mirrored_frames
+
+    job = GenerationJob(prepared)
+    job.frames = mirrored_frames(source.frames)
+    return job
+
+
+def finish_run(scene: bpy.types.Scene, run: PreparedRun, finished: dict[str, GenerationJob]) -> dict[str, Any]:
+    """After every generated direction is finished: the mirrored directions, then the character sheet of
+    every animation in the output folder (every Action and direction generated into it so far)."""
+    results = {}
+    for name, prepared in run.mirrors.items():
+        results[name] = finish(scene, mirrored_job(prepared, finished[prepared.mirrored_from]))
+    if run.sheet_name is None:
+        return {"animations": results}
+    from spritediff_core.output_layout import save_character_sheet
+
+    options = run.jobs[0].options
+    paths = save_character_sheet(Path(bpy.path.abspath(options.output_dir)), run.sheet_name,
+                                 options.settings.packing, run.jobs[0].reference, output_inputs(options))
+    name = f"{run.sheet_name}_atlas"
+    old = bpy.data.images.get(name)
+    if old is not None and old.get("spritediff_character_sheet"):
+        bpy.data.images.remove(old)  # our own earlier sheet of this character: replaced, as its files were
+    atlas = bpy.data.images.load(str(paths["atlas"]), check_existing=False)
+    atlas.name = name
+    atlas.pack()
+    atlas.use_fake_user = True
+    atlas["spritediff_character_sheet"] = True
+    atlas["spritediff_animations"] = list(paths["animations"])
+    return {"animations": results, "sheet": paths, "sheet_image": atlas}
+
+
 def generate_one(scene: bpy.types.Scene, options: GenerateOptions, label: str = "") -> dict[str, Any]:
-    """Prepare, run and finish one generation in `scene`, blocking (background mode: the CLI, batch files,
-    the demo)."""
-    job = GenerationJob(prepare(scene, options))
-    for warning in job.prepared.warnings:
+    """Prepare, run and finish one generation in `scene` (every direction of it), blocking (background
+    mode: the CLI, batch files, the demo). Returns the first animation's result (with "run": everything)."""
+    run = prepare_run(scene, options)
+    for warning in run.warnings:
         print(f"{label}spritediff: warning: {warning}", file=sys.stderr)
-    job.run_blocking()
-    status = job.poll()
-    if status.state != "finished":
-        raise SpriteDiffError(f"{label}generation {status.state}: {status.message}")
-    result = finish(scene, job)
-    print(f"{label}{job.prepared.name}: {len(job.frames)} frames in {job.seconds:.1f} s -> "
-          f"{result['paths']['atlas'].parent}")
-    return result
+    results, finished = {}, {}
+    for prepared in run.jobs:
+        job = GenerationJob(prepared)
+        job.run_blocking()
+        status = job.poll()
+        if status.state != "finished":
+            raise SpriteDiffError(f"{label}{prepared.name}: generation {status.state}: {status.message}")
+        results[prepared.name] = finish(scene, job)
+        finished[prepared.name] = job
+        print(f"{label}{prepared.name}: {len(job.frames)} frames in {job.seconds:.1f} s -> "
+              f"{results[prepared.name]['paths']['atlas'].parent}")
+    rest = finish_run(scene, run, finished)
+    results.update(rest["animations"])
+    for name in rest["animations"]:
+        print(f"{label}{name}: mirrored from {run.mirrors[name].mirrored_from}")
+    if "sheet" in rest:
+        print(f"{label}character sheet of {len(rest['sheet']['animations'])} animations -> "
+              f"{rest['sheet']['atlas'].parent}")
+    first = results[run.jobs[0].name]
+    return {**first, "run": {"animations": results, **{k: v for k, v in rest.items() if k != "animations"}}}

@@ -14,7 +14,16 @@ import bpy
 from spritediff_core.errors import SpriteDiffError
 
 from . import dependencies
-from .generation import GenerationJob, finish, prepare, read_sequence, release_pipelines, resolve_options
+from .generation import (
+    GenerationJob,
+    PreparedRun,
+    finish,
+    finish_run,
+    prepare_run,
+    read_sequence,
+    release_pipelines,
+    resolve_options,
+)
 from .preferences import preferences
 from .properties import options_from_settings
 
@@ -23,13 +32,24 @@ _runners: dict[str, "JobRunner"] = {}  # scene name -> the job running for it (U
 
 
 class JobRunner:
-    """Drives one GenerationJob from the main thread: progress, frame previews, finishing, cancel."""
+    """Drives a run's GenerationJobs (one per generated direction), one after the other, from the main
+    thread: progress, frame previews, finishing each, then the mirrored directions and the character sheet;
+    cancel."""
 
-    def __init__(self, scene: bpy.types.Scene, job: GenerationJob, keep_model_loaded: bool = True) -> None:
-        self.scene_name, self.job, self.keep_model_loaded = scene.name, job, keep_model_loaded
+    def __init__(self, scene: bpy.types.Scene, run: PreparedRun, keep_model_loaded: bool = True) -> None:
+        self.scene_name, self.run, self.keep_model_loaded = scene.name, run, keep_model_loaded
+        self.pending = list(run.jobs[1:])
+        self.job = GenerationJob(run.jobs[0])
+        self.finished: dict[str, GenerationJob] = {}
         self.result = None
         self.error = ""
         self.preview_existed = PREVIEW_IMAGE in bpy.data.images
+
+    @property
+    def label(self) -> str:
+        done = len(self.finished) + 1
+        total = len(self.run.jobs)
+        return f"{self.job.prepared.name} ({done}/{total}): " if total > 1 else ""
 
     @property
     def scene(self) -> bpy.types.Scene:
@@ -39,12 +59,26 @@ class JobRunner:
         """One tick: returns 'running', 'finished', 'failed' or 'cancelled'."""
         status = self.job.poll()
         settings = self.scene.spritediff
-        settings.progress = status.progress
-        settings.status = f"step {status.step}/{status.total_steps}, frames {status.frames_done}/{status.total_frames}"
+        settings.progress = (len(self.finished) + status.progress) / len(self.run.jobs)
+        settings.status = (f"{self.label}step {status.step}/{status.total_steps}, "
+                           f"frames {status.frames_done}/{status.total_frames}")
         for _index, frame in status.new_frames:
             show_preview(frame)
         if status.state == "running":
             return "running"
+        if status.state == "finished" and self.pending:  # the next direction, run as this one was
+            try:
+                self.result = finish(self.scene, self.job)
+            except Exception as error:  # noqa: BLE001  (reported; what finished before stays)
+                return self._failed(describe(error))
+            self.finished[self.job.prepared.name] = self.job
+            threaded = self.job._thread is not None
+            self.job = GenerationJob(self.pending.pop(0))
+            if threaded:
+                self.job.start()
+            else:
+                self.job.run_blocking()
+            return self.poll()
         settings.running = False
         _runners.pop(self.scene_name, None)
         if not self.keep_model_loaded:
@@ -52,19 +86,30 @@ class JobRunner:
         if status.state == "finished":
             try:
                 self.result = finish(self.scene, self.job)
+                self.finished[self.job.prepared.name] = self.job
+                self.result["run"] = finish_run(self.scene, self.run, self.finished)
             except Exception as error:  # noqa: BLE001  (reported, and the scene is left as it was)
-                self._drop_preview()
-                self.error = describe(error)
-                settings.status = f"failed: {error}"
-                return "failed"
-            settings.status = f"done: {len(self.job.frames)} frames in {self.job.seconds:.1f} s"
+                return self._failed(describe(error))
+            frames = sum(len(job.frames) for job in self.finished.values())
+            seconds = sum(job.seconds for job in self.finished.values())
+            settings.status = f"done: {frames} frames in {seconds:.1f} s"
             return "finished"
         self._drop_preview()
         self.error = status.message
         settings.status = status.state if status.state == "cancelled" else f"failed: {status.message}"
         return status.state
 
+    def _failed(self, message: str) -> str:
+        settings = self.scene.spritediff
+        settings.running = False
+        _runners.pop(self.scene_name, None)
+        self._drop_preview()
+        self.error = message
+        settings.status = f"failed: {message}"
+        return "failed"
+
     def cancel(self) -> None:
+        self.pending.clear()
         self.job.cancel()
 
     def _drop_preview(self) -> None:
@@ -102,8 +147,8 @@ def start_generation(context) -> JobRunner:
     dependencies.require()
     prefs = preferences(context)
     options = options_from_settings(scene.spritediff, prefs)
-    job = GenerationJob(prepare(scene, options))
-    runner = JobRunner(scene, job, keep_model_loaded=prefs.keep_model_loaded if prefs else True)
+    runner = JobRunner(scene, prepare_run(scene, options),
+                       keep_model_loaded=prefs.keep_model_loaded if prefs else True)
     _runners[scene.name] = runner
     scene.spritediff.running = True
     scene.spritediff.progress = 0.0
@@ -129,7 +174,7 @@ class SPRITEDIFF_OT_generate(bpy.types.Operator):
         except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
             self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}
-        for warning in runner.job.prepared.warnings:
+        for warning in runner.run.warnings:
             self.report({"WARNING"}, warning)
         if bpy.app.background or context.window_manager is None or not context.window_manager.windows:
             runner.job.run_blocking()  # no event loop: modal timers would never tick
@@ -153,8 +198,10 @@ class SPRITEDIFF_OT_generate(bpy.types.Operator):
 
     def _report(self, runner: JobRunner, state: str):
         if state == "finished":
-            self.report({"INFO"}, f"spritediff: {len(runner.job.frames)} frames, atlas "
-                                  f"{runner.result['atlas'].name}")
+            sheet = runner.result["run"].get("sheet_image")
+            atlas = sheet.name if sheet is not None else runner.result["atlas"].name
+            frames = sum(len(job.frames) for job in runner.finished.values())
+            self.report({"INFO"}, f"spritediff: {frames} frames, atlas {atlas}")
             return {"FINISHED"}
         self.report({"WARNING"} if state == "cancelled" else {"ERROR"},
                     "spritediff: cancelled" if state == "cancelled" else f"spritediff: {runner.error}")

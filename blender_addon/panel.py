@@ -39,6 +39,9 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
         box.label(text="Camera", icon="CAMERA_DATA")
         box.prop(settings, "camera")
         box.prop(settings, "auto_frame")
+        box.row().prop(settings, "directions", expand=True)
+        if settings.directions != "1":
+            box.prop(settings, "mirror")
 
         box = layout.box()
         box.label(text="Character", icon="IMAGE_DATA")

@@ -59,6 +59,14 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
                             description="Default: the scene camera")
     auto_frame: BoolProperty(name="Auto-framing", default=True,
                              description="One steady framing that holds the whole animation")
+    directions: EnumProperty(name="Directions", default="1",
+                             items=[("1", "1", "The camera's own view"),
+                                    ("4", "4", "s, e, n, w: the character turned about its root for each, named "
+                                               "by the way it faces on screen (s: towards the viewer)"),
+                                    ("8", "8", "s, se, e, ne, n, nw, w, sw")])
+    mirror: StringProperty(name="Mirror", default="",
+                           description="Directions made by flipping others instead of generating them, e.g. "
+                                       "e:w,ne:nw,se:sw (left and right swap with the picture)")
     reference_source: EnumProperty(name="Reference", default="FILE",
                                    items=[("FILE", "File", "An image file"), ("IMAGE", "Image", "A Blender image")])
     reference_path: StringProperty(name="Picture", subtype="FILE_PATH")
@@ -97,6 +105,8 @@ def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOption
         frames=settings.frame_count if settings.frame_mode == "COUNT" else None,
         frame_range=(settings.frame_start, settings.frame_end) if settings.frame_mode == "RANGE" else None,
         auto_frame=settings.auto_frame,
+        directions=int(settings.directions),
+        mirror=settings.mirror if settings.directions != "1" else "",
         reference_path=settings.reference_path if settings.reference_source == "FILE" else None,
         reference_image=settings.reference_image.name
         if settings.reference_source == "IMAGE" and settings.reference_image else None,

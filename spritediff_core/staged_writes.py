@@ -52,6 +52,16 @@ def _owned_files(destination: Path, kind: str) -> dict[str, str]:
         if isinstance(files, dict) else {}
 
 
+def recorded_kind(folder: str | Path) -> str | None:
+    """The kind of outputs spritediff recorded writing into `folder` (None: none recorded)."""
+    try:
+        content = json.loads((Path(folder) / OWNERSHIP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = content.get("kind") if isinstance(content, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _ours(destination: Path, name: str, owned: dict[str, str]) -> bool:
     """Whether the top-level entry `name` holds only files spritediff wrote, unchanged since (by hash)."""
     path = destination / name

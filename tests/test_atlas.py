@@ -74,6 +74,13 @@ def walk_and_jump(size=128):
     return [walk, jump]
 
 
+def walk_in_four_directions(size=128):
+    """One action in four directions, named as a --directions 4 run names them (walk_s, walk_e, ...)."""
+    return [Animation(f"walk_{direction}", [sprite(30 + 5 * k + i, size, shift=(3 * i - 3, 0), scale=0.7)
+                                            for i in range(3)], 10, True)
+            for k, direction in enumerate(("s", "e", "n", "w"))]
+
+
 def assert_no_pixel_lost_or_overlapping(atlas, animations, options):
     sources = {(a.name, i): f for a in animations for i, f in enumerate(a.frames)}
     occupied = [np.zeros((p.height, p.width), bool) for p in atlas.pages]
@@ -173,10 +180,12 @@ def test_aseprite_tags_durations_and_one_page():
         aseprite(build_atlas(walk_and_jump(), PackingSettings(max_size=150)), "hero")
 
 
-def test_godot_spriteframes_parse_with_a_godot_parser():
+@pytest.mark.parametrize("make_animations", [walk_and_jump, walk_in_four_directions])
+def test_godot_spriteframes_parse_with_a_godot_parser(make_animations):
     from godot_parser import parse
 
-    atlas = build_atlas(walk_and_jump(), PackingSettings(max_size=150))
+    made = make_animations()
+    atlas = build_atlas(made, PackingSettings(max_size=150))
     text = next(iter(godot_tres(atlas, "hero").values()))
     resource = parse(text)
     sections = resource.get_sections()
@@ -184,7 +193,7 @@ def test_godot_spriteframes_parse_with_a_godot_parser():
     externals = [s for s in sections if s.header.name == "ext_resource"]
     assert [e.header.attributes["path"] for e in externals] == [f"res://hero-{i}.png" for i in range(len(atlas.pages))]
     animations = sections[-1]["animations"]
-    assert [(a["name"], a["loop"], a["speed"]) for a in animations] == [("walk", True, 10.0), ("jump", False, 8.0)]
+    assert [(a["name"], a["loop"], a["speed"]) for a in animations] == [(a.name, a.loop, a.fps) for a in made]
     for animation in animations:
         placed = atlas.frames_of(animation["name"])
         for entry, frame in zip(animation["frames"], placed):

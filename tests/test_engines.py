@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_atlas import walk_and_jump
+from test_atlas import walk_and_jump, walk_in_four_directions
 
 from spritediff_core.atlas import build_atlas
 from spritediff_core.engine_formats import write_atlas
@@ -42,9 +42,10 @@ def served(tmp_path_factory):
     server.shutdown()
 
 
-def test_phaser_reads_our_atlases(served):
+@pytest.mark.parametrize("make_animations", [walk_and_jump, walk_in_four_directions])
+def test_phaser_reads_our_atlases(served, make_animations):
     root, url = served
-    animations = walk_and_jump()
+    animations = make_animations()
     atlas = build_atlas(animations, PackingSettings(padding=2))
     cases = []
     for kind in ("texturepacker-hash", "texturepacker-array", "aseprite"):

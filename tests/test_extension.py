@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
@@ -453,6 +454,74 @@ def test_cli_command_generates_and_saves(ext, blend_file, tmp_path):
 
 
 @needs_torch
+def test_cli_eight_directions_with_mirrors_and_references_per_direction(ext, blend_file, tmp_path):
+    from PIL import Image
+
+    side = tmp_path / "side.png"
+    Image.open(REFERENCE).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(side)
+    out = tmp_path / "knight"
+    argv = ["generate", *generate_args(blend_file, out, **{"--reference": f"s={REFERENCE}"}),
+            "--reference", f"e={side}", "--frames", "3", "--directions", "8", "--mirror", "e:w,ne:nw"]
+    assert ext._cli(argv) == 0
+    directions = ("s", "se", "e", "ne", "n", "nw", "w", "sw")
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"jump_{d}" for d in directions] + ["sheet"])
+    records = {d: json.loads((out / f"jump_{d}" / "frames" / "generation.json").read_text()) for d in directions}
+    assert {d: r["direction"] for d, r in records.items()} == {d: d for d in directions}
+    # Each direction is generated from the nearest reference (ties: the earlier in compass order).
+    assert {d: Path(records[d]["reference"]).name for d in ("s", "se", "e", "ne", "n", "sw")} == {
+        "s": "ref.png", "se": "ref.png", "e": "side.png", "ne": "side.png", "n": "side.png", "sw": "ref.png"}
+    # Mirrored directions are the generated ones flipped, and say so.
+    assert records["w"]["mirrored_from"] == "jump_e" and records["nw"]["mirrored_from"] == "jump_ne"
+    assert "mirrored_from" not in records["sw"]
+    for index in range(3):
+        east = Image.open(out / "jump_e" / "frames" / f"frame_{index:04d}.png")
+        west = Image.open(out / "jump_w" / "frames" / f"frame_{index:04d}.png")
+        assert np.array_equal(np.asarray(west), np.asarray(east.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    # One sheet of every direction, with an animation per direction and direction-tagged frame names.
+    sheet = json.loads((out / "sheet" / "knight_atlas.json").read_text())
+    assert sorted(sheet["animations"]) == sorted(f"jump_{d}" for d in directions)
+    assert "jump_se_0002" in sheet["frames"] and sheet["animations"]["jump_nw"] == [
+        f"jump_nw_{i:04d}" for i in range(3)]
+    assert (out / "sheet" / "jump_se.gif").is_file()
+    assert bpy.data.images["knight_atlas"]["spritediff_character_sheet"]
+
+    # A second Action into the same folder joins the character's sheet.
+    argv = ["generate", *generate_args(blend_file, out, **{"--action": "Character_walk"}), "--frames", "2",
+            "--directions", "4"]
+    assert ext._cli(argv) == 0
+    sheet = json.loads((out / "sheet" / "knight_atlas.json").read_text())
+    assert sorted(sheet["animations"]) == sorted([f"jump_{d}" for d in directions] +
+                                                 [f"walk_{d}" for d in ("s", "e", "n", "w")])
+
+
+@needs_torch
+@pytest.mark.parametrize("extra, message", [
+    (["--directions", "3"], "invalid choice"),
+    (["--directions", "4", "--mirror", "ne:nw"], "ne is not one of the 4 directions"),
+    (["--mirror", "e:w"], "--mirror needs --directions 4 or 8"),
+    (["--directions", "4", "--reference", "x=y.png"], "give one --reference PICTURE"),
+    (["--directions", "4", "--mirror", "e:n"], "not the mirror image"),
+])
+def test_cli_bad_direction_options_fail_before_generating(ext, blend_file, tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    with contextlib.suppress(SystemExit):
+        assert ext._cli(["generate", *generate_args(blend_file, out), *extra]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@needs_torch
+def test_panel_generates_four_directions_and_a_character_sheet(ext, scene):
+    settings = scene.spritediff
+    settings.directions, settings.mirror, settings.frame_count = "4", "e:w", 2
+    assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    assert {f"walk_{d}_atlas" for d in "senw"} <= set(bpy.data.images.keys())
+    assert bpy.data.images["sprites_atlas"]["spritediff_animations"] == [f"walk_{d}" for d in "ensw"]
+    record = json.loads(bpy.data.images["walk_w_atlas"]["spritediff"])
+    assert record["mirrored_from"] == "walk_e" and record["direction"] == "w"
+
+
+@needs_torch
 @pytest.mark.parametrize("changes, message", [
     ({"--armature": "Nobody"}, "no object named 'Nobody'"),
     ({"--camera": "Character"}, "not a camera"),
@@ -594,6 +663,38 @@ actions = ["Character_idle", "Character_attack"]
     job.write_text(job.read_text().replace('"Character_attack"', '"Missing"'))
     assert ext._cli(["batch", str(job)]) == 1
     assert "FAILED" in capsys.readouterr().err
+
+
+@needs_torch
+def test_batch_directions_make_one_sheet_per_character(ext, blend_file, tmp_path, capsys):
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[defaults]
+model = "{TINY_WEIGHTS}"
+width = 64
+height = 64
+num_inference_steps = 1
+frames = 2
+directions = 4
+mirror = "e:w"
+output_dir = "{tmp_path / 'batch'}"
+
+[[character]]
+name = "hero"
+blend = "{blend_file.name}"
+armature = "Character"
+direction_references = {{ s = "{REFERENCE}", n = "{REFERENCE}" }}
+actions = ["Character_idle", "Character_attack"]
+""")
+    assert ext._cli(["batch", str(job)]) == 0
+    hero = tmp_path / "batch" / "hero"
+    sheet = json.loads((hero / "sheet" / "hero_atlas.json").read_text())
+    assert sorted(sheet["animations"]) == sorted(f"{a}_{d}" for a in ("idle", "attack") for d in "senw")
+    assert json.loads((hero / "attack_w" / "frames" / "generation.json").read_text())["mirrored_from"] == "attack_e"
+    job.write_text(job.read_text().replace("n = ", "north = "))
+    assert ext._cli(["batch", str(job)]) == 1
+    error = capsys.readouterr().err
+    assert "job file" in error and "unknown direction 'north'" in error and "[1/2]" not in error
 
 
 # ---------------------------------------------------------------- dependency installer
