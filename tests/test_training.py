@@ -20,6 +20,7 @@ from spritediff_core.training.data import mirrored
 from spritediff_core.training.mini import new_mini_parts
 from spritediff_core.training.models import load_parts, moore_motion_key, save_parts
 from spritediff_core.training.trainer import Trainer, TrainSettings
+from spritediff_core.weights import read_model_card
 
 SIZE = 32
 
@@ -190,6 +191,30 @@ def test_mirrored_pose_swaps_left_and_right():
     flipped = mirrored(PoseFrame(body, 64, 64))
     assert tuple(flipped.body[2]) == (54, 20, 1)  # the old left shoulder, mirrored, is now the right one
     assert tuple(flipped.body[5]) == (34, 20, 1)
+
+
+def test_stop_at_ends_early_on_the_full_schedule_and_continues_later(data, mini_folder, tmp_path):
+    options = dict(init=str(mini_folder), steps=4, lr_scheduler="cosine", warmup_steps=0)
+    straight = Trainer(settings(data, tmp_path / "straight", **options))
+    straight.run(progress=False)
+    stopped = Trainer(settings(data, tmp_path / "stopped", stop_at=2, **options))
+    stopped.run(progress=False)
+    assert stopped.step == 2 and read_model_card(tmp_path / "stopped" / "model")["training"]["step"] == 2
+
+    def logged(run: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+
+    def steps(run: str) -> list[tuple]:
+        return [(r["step"], r["lr"], r["loss"]) for r in logged(run)]
+
+    assert steps("stopped") == steps("straight")[:2]  # the 4-step schedule's learning rates, not a 2-step one's
+    assert logged("stopped")[-1]["lr"] > 0
+    resumed = Trainer(settings(data, tmp_path / "stopped", **options))  # no --stop-at: on to the end
+    assert resumed.step == 2
+    resumed.run(progress=False)
+    assert steps("stopped") == steps("straight")
+    with pytest.raises(InvalidInputError, match="--stop-at must be from 1 to --steps"):
+        settings(data, tmp_path / "x", stop_at=5, **options)
 
 
 def test_bad_settings_fail_before_any_work(data, tmp_path):

@@ -13,7 +13,7 @@ def train(args: argparse.Namespace) -> None:
     names = {f.name for f in fields(TrainSettings)}
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
     model = run_training(settings)
-    print(f"stage {settings.stage}: {settings.steps} steps done; weights folder {model}")
+    print(f"stage {settings.stage}: {settings.last_step} of {settings.steps} steps done; weights folder {model}")
 
 
 def add_train_command(commands) -> None:
@@ -31,6 +31,9 @@ def add_train_command(commands) -> None:
     start.add_argument("--init", help="a weights folder to start from (e.g. the previous stage's OUT/model)")
     start.add_argument("--config", choices=("mini",), help="build a model from scratch (stage 0)")
     parser.add_argument("--steps", type=int, default=1000, help="total steps of this stage (default 1000)")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                        help="stop after this step, the learning-rate schedule still spanning --steps (a time "
+                             "budget; the same command with a later --stop-at, or none, continues)")
     parser.add_argument("--batch-size", type=int, default=8, help="samples (stage 2: clips) per step")
     parser.add_argument("--lr", dest="learning_rate", type=float, default=1e-4,
                         help="AdamW learning rate (default 1e-4; the recipe fine-tunes at 1e-5)")

@@ -76,6 +76,7 @@ class TrainSettings:
     init: str | None = None  # a weights folder to start from
     config: str | None = None  # or a configuration to build from scratch ("mini")
     steps: int = 1000
+    stop_at: int | None = None  # stop after this step; the learning-rate schedule still spans `steps`
     batch_size: int = 8
     learning_rate: float = 1e-4
     warmup_steps: int = 1
@@ -93,6 +94,11 @@ class TrainSettings:
     use_8bit_adam: bool = False
     device: str | None = None
     threads: int | None = None
+
+    @property
+    def last_step(self) -> int:
+        """The step this run ends at: --stop-at, else --steps."""
+        return self.stop_at or self.steps
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -119,6 +125,8 @@ class TrainSettings:
             raise InvalidInputError(f"mixed precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if not 0 <= self.seed < 2**63:
             raise InvalidInputError(f"--seed must be from 0 to 2**63 - 1, got {self.seed}")
+        if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
+            raise InvalidInputError(f"--stop-at must be from 1 to --steps ({self.steps}), got {self.stop_at}")
         if self.warmup_steps < 0:
             raise InvalidInputError(f"--warmup-steps must be at least 0, got {self.warmup_steps}")
         for path, option in ((self.init, "--init"), (self.data, "--data")):
@@ -213,8 +221,8 @@ class Trainer:
                     return Path(previous[key]).resolve() == Path(mine[key]).resolve()
                 return previous.get(key, mine[key]) == mine[key]  # settings added since keep their default
 
-            differing = sorted(k for k in mine if k not in ("steps", "device", "threads", "checkpoint_every",
-                                                            "sample_every") and not same(k))
+            differing = sorted(k for k in mine if k not in ("steps", "stop_at", "device", "threads",
+                                                            "checkpoint_every", "sample_every") and not same(k))
             if differing:
                 raise InvalidInputError(f"--out {self.out} holds a run with other settings ({', '.join(differing)}): "
                                         "resume it with the same settings or pick another folder")
@@ -448,7 +456,7 @@ class Trainer:
                    disable=None if progress is None else not progress)
         started = time.perf_counter()
         with open(self.out / "log.jsonl", "a", encoding="utf-8", buffering=1) as log:  # line by line: watchable
-            while self.step < settings.steps:
+            while self.step < settings.last_step:
                 loss = self.train_step()
                 log.write(json.dumps({"step": self.step, "loss": round(loss, 6),
                                       "lr": self.lr_scheduler.get_last_lr()[0],
@@ -503,12 +511,12 @@ class Trainer:
 
 
 def finished_run(settings: TrainSettings) -> bool:
-    """The run in `settings.out` has reached `settings.steps` and finished (its model folder says so)."""
+    """The run in `settings.out` has reached its last step and finished (its model folder says so)."""
     out = Path(settings.out)
     if not (out / CHECKPOINT).is_file() or not (out / MODEL_DIR / MODEL_CARD).is_file():
         return False
     training = read_model_card(out / MODEL_DIR).get("training", {})
-    return training.get("stage") == settings.stage and training.get("step", 0) >= settings.steps
+    return training.get("stage") == settings.stage and training.get("step", 0) >= settings.last_step
 
 
 def train(settings: TrainSettings, progress: bool | None = None) -> Path:
