@@ -135,8 +135,9 @@ def options_from_job(settings: dict, where: str, base_folder: Path | None = None
 
 
 def command_generate(args: argparse.Namespace) -> None:
-    save_to = check_save_path(args.save, (args.blend, args.reference))
     options = options_from_args(args)
+    pictures = [options.reference_path, *(picture for _, picture in options.direction_references)]
+    save_to = check_save_path(args.save, (args.blend, *pictures))
     open_blend(args.blend)
     generate_one(bpy.context.scene, options)
     if save_to is not None:

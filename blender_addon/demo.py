@@ -75,11 +75,13 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
                      "seconds": json.loads(result["atlas"]["spritediff"])["seconds"],
                      "atlas": str(paths["atlas"].relative_to(out)), "preview": str(paths["preview"].relative_to(out))})
     contact_sheets.contact_sheet(frame_rows).save(out / "sprites_contact_sheet.png")
+    directions = demo_directions(out, model_dir, armature, actions, camera, reference, size, steps)
     bpy.ops.wm.save_as_mainfile(filepath=str((out / "demo.blend").resolve()))
 
     summary = {"model": str(model_dir), "model_name": weights.read_model_card(model_dir).get("name"),
                "untrained_test_model": tiny, "reference": str(reference), "size": size,
-               "steps": steps, "animations": rows, "seconds": round(time.perf_counter() - started, 2)}
+               "steps": steps, "animations": rows, "directions": directions,
+               "seconds": round(time.perf_counter() - started, 2)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"spritediff demo: {len(rows)} animations, {sum(r['frames'] for r in rows)} frames at {size}x{size}, "
           f"{steps} steps, in {summary['seconds']} s")
@@ -89,9 +91,30 @@ def run_demo(out: Path, model: str | None = None, size: int | None = None, steps
     if tiny:
         print("  NOTE: this checkout has no spritediff-mini (python3 build.py train-mini --install) and no weights "
               "were given, so this used the tiny, untrained test model: its frames are noise.")
-    print(f"  outputs in {out}/: poses_contact_sheet.png, sprites_contact_sheet.png, poses/, sprites/, "
-          "demo.blend, summary.json")
+    print(f"  walk in 8 directions ({', '.join(directions['animations'])}), one sheet: {directions['atlas']}")
+    print(f"  outputs in {out}/: poses_contact_sheet.png, sprites_contact_sheet.png, directions_contact_sheet.png, "
+          "poses/, sprites/, directions/, demo.blend, summary.json")
     return summary
+
+
+def demo_directions(out: Path, model_dir: Path, armature, actions: dict, camera, reference: Path, size: int,
+                    steps: int) -> dict:
+    """The walk in 8 directions (the character turned about its root for each), into one character sheet,
+    and a contact sheet of pose | frames per direction."""
+    walk = actions["walk"]
+    options = GenerateOptions(model=str(model_dir), output_dir=str(out / "directions"), armature=armature.name,
+                              action=walk.name, camera=camera.name, directions=8, reference_path=str(reference),
+                              settings=GenerationSettings(SamplingSettings(width=size, height=size,
+                                                                           num_inference_steps=steps)))
+    result = generate_one(bpy.context.scene, options, label="  ")
+    rows = []
+    for name, animation in result["run"]["animations"].items():
+        frames = [Image.open(p) for p in sorted(animation["paths"]["frames"].glob("frame_*.png"))]
+        poses = sorted((animation["paths"]["frames"].parent / "poses").glob("pose_*.png"))
+        rows.append((name, [Image.open(poses[0]), *frames]))
+    contact_sheets.contact_sheet(rows, cell=96, label_width=90).save(out / "directions_contact_sheet.png")
+    sheet = result["run"]["sheet"]
+    return {"animations": list(result["run"]["animations"]), "atlas": str(sheet["atlas"].relative_to(out))}
 
 
 def main(argv=None) -> int:

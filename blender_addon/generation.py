@@ -1,12 +1,15 @@
 """Generate Sprites, as a job in three parts so the UI never freezes and the scene never half-changes:
 
-1. `prepare` (main thread): read everything from the scene (armature, Action, camera, reference) and draw the
-   pose images. Only reads; every problem is a clear SpriteDiffError before anything starts.
+1. `prepare_run` (main thread): read everything from the scene (armature, Action, camera, references) and
+   draw the pose images, one job per generated direction (one without directions). Only reads; every problem
+   is a clear SpriteDiffError before anything starts, every output folder included.
 2. `GenerationJob` (worker thread): load the model (cached), run the core, decode frames one by one. It never
    touches bpy. `poll()` reports progress and new frames; `cancel()` stops it within one denoising step.
 3. `finish` (main thread): write the files (staged, all or nothing), then create the Blender datablocks
    (image sequence, packed atlas, optional preview plane, custom properties). Nothing in the scene changes
-   before this point, and if this part fails what it created is removed again.
+   before this point, and if this part fails what it created is removed again. With directions, each
+   direction is finished as it completes, then `finish_run` adds the mirrored directions and the character
+   sheet (a direction that failed leaves the ones finished before it in place).
 """
 
 from __future__ import annotations
@@ -135,11 +138,6 @@ def read_sequences(scene: bpy.types.Scene, options: GenerateOptions) -> list:
         loop=LOOP_FLAGS[sampling.loop], auto_frame=options.auto_frame, directions=options.directions)
 
 
-def read_sequence(scene: bpy.types.Scene, options: GenerateOptions):
-    """The options' Action as one pose sequence (the first direction's)."""
-    return read_sequences(scene, options)[0]
-
-
 def check_direction_options(options: GenerateOptions) -> dict[str, str]:
     """The direction options checked before any work: {mirrored direction: the direction it is flipped from}."""
     names = compass.direction_names(options.directions)
@@ -183,12 +181,6 @@ def output_inputs(options: GenerateOptions) -> tuple[Path, ...]:
         paths.append(Path(bpy.path.abspath(options.reference_path)))
     paths += [Path(bpy.path.abspath(path)) for _, path in options.direction_references]
     return tuple(paths)
-
-
-def prepare(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedJob:
-    """Read the scene into one job (main thread), for a run without directions."""
-    run = prepare_run(scene, replace(options, directions=1))
-    return run.jobs[0]
 
 
 def prepare_run(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedRun:

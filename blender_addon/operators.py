@@ -20,7 +20,7 @@ from .generation import (
     finish,
     finish_run,
     prepare_run,
-    read_sequence,
+    read_sequences,
     release_pipelines,
     resolve_options,
 )
@@ -232,12 +232,14 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         options = options_from_settings(scene.spritediff, preferences(context))
         try:
             dependencies.require(("PIL", "cv2"))
-            sequence = read_sequence(scene, resolve_options(options))
-            # Beside the animation folders, not inside one: a later Generate Sprites owns <output>/<action>/.
-            folder = Path(bpy.path.abspath(options.output_dir)) / "pose_previews" / sequence.name
+            sequences = read_sequences(scene, resolve_options(options))  # one per direction
             from spritediff_core import drawing
 
-            names = drawing.write_pose_sequence(sequence, folder)
+            # Beside the animation folders, not inside one: a later Generate Sprites owns <output>/<action>/.
+            previews = Path(bpy.path.abspath(options.output_dir)) / "pose_previews"
+            for sequence in sequences:
+                names = drawing.write_pose_sequence(sequence, previews / sequence.name)
+            sequence, folder = sequences[0], previews / sequences[0].name
         except Exception as error:  # noqa: BLE001  (a report, never a traceback dialog)
             self.report({"ERROR"}, describe(error))
             return {"CANCELLED"}
@@ -247,7 +249,8 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
             bpy.data.images.remove(old)
         image = bpy.data.images.load(str(folder / names[0]))
         image.name, image.source = name, "SEQUENCE"
-        self.report({"INFO"}, f"spritediff: {len(names)} poses of {sequence.name!r} in {folder}")
+        shown = ", ".join(s.name for s in sequences)
+        self.report({"INFO"}, f"spritediff: {len(names)} poses of {shown} in {previews}")
         return {"FINISHED"}
 
 

@@ -59,3 +59,11 @@ def test_demo_writes_poses_sprites_atlases_and_a_blend(tmp_path):
     opened = subprocess.run([sys.executable, "-c", check, str(out / "demo.blend")], env=env, capture_output=True,
                             text=True, timeout=120)
     assert "PACKED 5 5" in opened.stdout, opened.stderr[-2000:]
+
+    # The walk in 8 directions, in one character sheet whose metadata has an animation per direction.
+    directions = ["walk_" + d for d in ("s", "se", "e", "ne", "n", "nw", "w", "sw")]
+    assert summary["directions"]["animations"] == directions
+    sheet = json.loads((out / "directions" / "sheet" / "directions_atlas.json").read_text())
+    assert sorted(sheet["animations"]) == sorted(directions)
+    assert all(len(sheet["animations"][name]) == 8 for name in directions)
+    assert (out / "directions_contact_sheet.png").is_file()

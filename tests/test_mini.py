@@ -71,6 +71,8 @@ def test_generate_without_a_model_uses_spritediff_mini_at_its_native_size(tmp_pa
     out = tmp_path / "frames"
     assert main(["generate", "--reference", str(rigs_directory() / "demo_character.png"), "--poses", str(poses),
                  "--out", str(out), "--num-inference-steps", "4", "--seed", "1"]) == 0
-    settings = json.loads((out / "generation.json").read_text())
-    assert settings["width"] == settings["height"] == SIZE
-    assert Image.open(out / settings["files"][0]).size == (SIZE, SIZE)
+    record = json.loads((out / "generation.json").read_text())
+    sampling = record["settings"]["sampling"]
+    assert sampling["width"] == sampling["height"] == SIZE
+    assert sampling["guidance_scale"] == read_model_card(DEFAULT_MODEL)["recommended"]["guidance_scale"] == 1.5
+    assert Image.open(out / record["files"][0]).size == (SIZE, SIZE)
