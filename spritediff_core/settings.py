@@ -150,7 +150,8 @@ class RuntimeSettings(_Settings):
     reuse_prediction_every: int = setting(1, "run the UNet only every K-th step and reuse its prediction "
                                              "in between (APPROXIMATE: changes the frames; 1: off)",
                                           minimum=1, maximum=10)
-    exact_speedups: bool = setting(True, "reference keys and values projected once for all steps; off follows "
+    exact_speedups: bool = setting(True, "reference keys and values projected once for all steps, the image "
+                                         "embedding's one-token cross-attention without attention; off follows "
                                          "the reference implementation's order of work (for benchmarks)")
 
     @classmethod

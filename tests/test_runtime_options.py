@@ -145,3 +145,22 @@ def test_pose_features_in_chunks_are_the_same(pipe, pose_images, trace):
     chunked = pipe.encode_poses(pose_images, 64, 64, chunk=3)
     assert torch.equal(whole, chunked) or (whole - chunked).abs().max() < 1e-6
     assert (chunked - trace["pose_fea"]).abs().max() < 1e-5
+
+
+def test_the_image_token_cross_attention_skips_queries_and_keys(pipe, reference_image, pose_images):
+    """The image embedding is one token: with the exact speedups no cross-attention projects queries or keys
+    (the output is to_out(to_v(token)) for every query); the unoptimised path does, as the reference."""
+    cross = [module for unet in (pipe.reference_unet, pipe.denoising_unet)
+             for name, module in unet.named_modules() if name.endswith(".attn2") and ".motion_modules." not in name]
+    assert cross
+    calls = {"q": 0, "v": 0}
+    handles = [m.to_q.register_forward_pre_hook(lambda *_: calls.__setitem__("q", calls["q"] + 1)) for m in cross]
+    handles += [m.to_v.register_forward_pre_hook(lambda *_: calls.__setitem__("v", calls["v"] + 1)) for m in cross]
+    try:
+        frames(pipe, reference_image, pose_images, "video.pt", RuntimeSettings())
+        assert calls["q"] == 0 and calls["v"] > 0
+        frames(pipe, reference_image, pose_images, "video.pt", RuntimeSettings.unoptimised())
+        assert calls["q"] > 0
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -10,7 +10,9 @@ Exact-maths speedups over the reference implementation (`RunSettings.exact_speed
 - the reference tokens are projected to keys and values once per layer and generation, and shared by every
   step and frame (the reference implementation repeats the states once per frame and projects them again at
   every step);
-- the unconditional rows never compute a reference attention (the reference computes it, then discards it).
+- the unconditional rows never compute a reference attention (the reference computes it, then discards it);
+- the cross-attention to the image embedding, a single token, is to_out(to_v(token)) for every query (a
+  softmax over one key is 1): no query or key projections, no attention.
 With the speedups off the reference implementation's order of work is followed, for benchmarks.
 
 State lives in a `ReferenceBank` owned by one pipeline and filled for one call only, so two pipelines in one
@@ -111,6 +113,31 @@ class ChunkedAttnProcessor:
                  attention_mask=None, temb=None) -> torch.Tensor:
         return _chunked(lambda h, e: self.attend(attn, h, e, attention_mask, temb), hidden_states,
                         self.bank.settings.attention_chunk_size, encoder_hidden_states)
+
+
+class ImageTokenCrossAttnProcessor:
+    """Cross-attention to the image embedding, which is a single token. A softmax over one key is exactly 1,
+    so every query gets the same output, to_out(to_v(token)): with the exact speedups that is what runs (no
+    query or key projection, no attention over the frame's pixels) and is broadcast over the queries. Anything
+    else (more tokens, a mask, speedups off) goes to diffusers' SDPA processor."""
+
+    def __init__(self, bank: ReferenceBank) -> None:
+        self.bank = bank
+        self.general = ChunkedAttnProcessor(bank)
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None) -> torch.Tensor:
+        if (not self.bank.settings.exact_speedups or encoder_hidden_states is None or hidden_states.ndim != 3
+                or encoder_hidden_states.shape[1] != 1 or encoder_hidden_states.shape[0] != hidden_states.shape[0]
+                or attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None):
+            return self.general(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))
+        out = out.expand(-1, hidden_states.shape[1], -1)
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
 
 
 class ReferenceWriteProcessor:
@@ -229,5 +256,11 @@ def install_reference_attention(reference_unet: torch.nn.Module, denoising_unet:
     for unet, special, make in ((reference_unet, set(writers), ReferenceWriteProcessor),
                                 (denoising_unet, set(readers), ReferenceReadProcessor)):
         for name, module in unet.named_modules():
-            if isinstance(module, Attention):
-                module.set_processor(make(bank, name) if name in special else ChunkedAttnProcessor(bank))
+            if not isinstance(module, Attention):
+                continue
+            if name in special:
+                module.set_processor(make(bank, name))
+            elif name.endswith(".attn2") and ".motion_modules." not in name:  # the image embedding's cross-attention
+                module.set_processor(ImageTokenCrossAttnProcessor(bank))
+            else:
+                module.set_processor(ChunkedAttnProcessor(bank))
