@@ -254,6 +254,35 @@ class SPRITEDIFF_OT_preview_poses(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SPRITEDIFF_OT_direction_reference_add(bpy.types.Operator):
+    bl_idname = "spritediff.direction_reference_add"
+    bl_label = "Add Picture"
+    bl_description = "Add a reference picture of the character seen from one direction"
+
+    def execute(self, context):
+        items = context.scene.spritediff.direction_references
+        taken = {item.direction for item in items}
+        item = items.add()
+        item.direction = next((name for name in ("s", "e", "n", "w", "se", "ne", "nw", "sw") if name not in taken),
+                              "s")
+        return {"FINISHED"}
+
+
+class SPRITEDIFF_OT_direction_reference_remove(bpy.types.Operator):
+    bl_idname = "spritediff.direction_reference_remove"
+    bl_label = "Remove Picture"
+    bl_description = "Remove this direction's reference picture"
+
+    index: bpy.props.IntProperty(default=-1)
+
+    def execute(self, context):
+        items = context.scene.spritediff.direction_references
+        if not 0 <= self.index < len(items):
+            return {"CANCELLED"}
+        items.remove(self.index)
+        return {"FINISHED"}
+
+
 def cancel_all() -> None:
     for runner in list(_runners.values()):
         runner.cancel()
@@ -261,4 +290,5 @@ def cancel_all() -> None:
     _runners.clear()
 
 
-CLASSES = (SPRITEDIFF_OT_generate, SPRITEDIFF_OT_cancel, SPRITEDIFF_OT_preview_poses)
+CLASSES = (SPRITEDIFF_OT_generate, SPRITEDIFF_OT_cancel, SPRITEDIFF_OT_preview_poses,
+           SPRITEDIFF_OT_direction_reference_add, SPRITEDIFF_OT_direction_reference_remove)

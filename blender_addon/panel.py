@@ -48,6 +48,14 @@ class VIEW3D_PT_spritediff(bpy.types.Panel):
         box.row().prop(settings, "reference_source", expand=True)
         box.prop(settings, "reference_path" if settings.reference_source == "FILE" else "reference_image")
         box.prop(settings, "camera_background")
+        if settings.directions != "1":
+            box.label(text="Pictures per direction (nearest used)")
+            for index, item in enumerate(settings.direction_references):
+                row = box.row(align=True)
+                row.prop(item, "direction", text="")
+                row.prop(item, "path", text="")
+                row.operator("spritediff.direction_reference_remove", text="", icon="X").index = index
+            box.operator("spritediff.direction_reference_add", icon="ADD")
 
         box = layout.box()
         box.label(text="Generation", icon="SETTINGS")

@@ -4,9 +4,18 @@ No `from __future__ import annotations` here: Blender reads the property annotat
 """
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 from spritediff_core import rig
+from spritediff_core.directions import COMPASS
 from spritediff_core.settings import GenerationSettings, PackingSettings, RuntimeSettings, SamplingSettings
 
 from .generation import GenerateOptions
@@ -42,6 +51,13 @@ def _update_camera_background(settings, context):
         background.alpha = 0.5
 
 
+class SpriteDiffDirectionReference(bpy.types.PropertyGroup):
+    """A reference picture of the character seen from one direction (used for the directions nearest it)."""
+
+    direction: EnumProperty(name="Direction", default="s", items=[(name, name, "") for name in COMPASS])
+    path: StringProperty(name="Picture", subtype="FILE_PATH")
+
+
 class SpriteDiffSettings(bpy.types.PropertyGroup):
     armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature)
     bone_map: EnumProperty(name="Bone map", items=_bone_map_items)
@@ -64,6 +80,10 @@ class SpriteDiffSettings(bpy.types.PropertyGroup):
                                     ("4", "4", "s, e, n, w: the character turned about its root for each, named "
                                                "by the way it faces on screen (s: towards the viewer)"),
                                     ("8", "8", "s, se, e, ne, n, nw, w, sw")])
+    direction_references: CollectionProperty(
+        type=SpriteDiffDirectionReference, name="Pictures per direction",
+        description="With directions: the character seen from some directions (front, side, back...), each used "
+                    "for the directions nearest it; empty: the one reference picture for every direction")
     mirror: StringProperty(name="Mirror", default="",
                            description="Directions made by flipping others instead of generating them, e.g. "
                                        "e:w,ne:nw,se:sw (left and right swap with the picture)")
@@ -107,6 +127,8 @@ def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOption
         auto_frame=settings.auto_frame,
         directions=int(settings.directions),
         mirror=settings.mirror if settings.directions != "1" else "",
+        direction_references=tuple((item.direction, item.path) for item in settings.direction_references
+                                   if item.path) if settings.directions != "1" else (),
         reference_path=settings.reference_path if settings.reference_source == "FILE" else None,
         reference_image=settings.reference_image.name
         if settings.reference_source == "IMAGE" and settings.reference_image else None,
@@ -116,4 +138,4 @@ def options_from_settings(settings: SpriteDiffSettings, prefs) -> GenerateOption
     )
 
 
-CLASSES = (SpriteDiffSettings,)
+CLASSES = (SpriteDiffDirectionReference, SpriteDiffSettings)

@@ -522,6 +522,26 @@ def test_panel_generates_four_directions_and_a_character_sheet(ext, scene):
 
 
 @needs_torch
+def test_panel_pictures_per_direction(ext, scene, tmp_path):
+    from PIL import Image
+
+    side = tmp_path / "side.png"
+    Image.open(REFERENCE).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(side)
+    settings = scene.spritediff
+    settings.directions, settings.frame_count = "4", 2
+    assert bpy.ops.spritediff.direction_reference_add() == {"FINISHED"}
+    assert bpy.ops.spritediff.direction_reference_add() == {"FINISHED"}
+    first, second = settings.direction_references
+    assert (first.direction, second.direction) == ("s", "e")  # the next free direction each time
+    first.path, second.path = str(REFERENCE), str(side)
+    assert bpy.ops.spritediff.generate() == {"FINISHED"}
+    used = {d: Path(json.loads(bpy.data.images[f"walk_{d}_atlas"]["spritediff"])["reference"]).name for d in "senw"}
+    assert used == {"s": "ref.png", "e": "side.png", "n": "side.png", "w": "ref.png"}
+    assert bpy.ops.spritediff.direction_reference_remove(index=0) == {"FINISHED"}
+    assert [item.direction for item in settings.direction_references] == ["e"]
+
+
+@needs_torch
 @pytest.mark.parametrize("changes, message", [
     ({"--armature": "Nobody"}, "no object named 'Nobody'"),
     ({"--camera": "Character"}, "not a camera"),
