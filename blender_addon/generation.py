@@ -319,7 +319,7 @@ class GenerationJob:
                 callback_on_step_end=self._on_step, show_progress=False, options=runtime,
             )
             try:  # decode_chunk_size frames at a time, so the UI can show frames as they finish
-                chunk = runtime.decode_chunk_size
+                chunk = runtime.decode_chunk_for(self._pipe.device.type)
                 for start in range(0, latents.shape[2], chunk):
                     if self._cancel.is_set():
                         raise GenerationCancelled("cancelled")

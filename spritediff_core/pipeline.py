@@ -342,9 +342,9 @@ class SpriteSheetPipeline:
             # 7. Decode, with every other model sent back first (model CPU offload).
             self.offload_models()
             if output_type == "pil":
-                frames = self.decode_images(latents, options.decode_chunk_size)
+                frames = self.decode_images(latents, options.decode_chunk_for(self.device.type))
             else:
-                frames = self.decode(latents, options.decode_chunk_size)
+                frames = self.decode(latents, options.decode_chunk_for(self.device.type))
             if self._cancel.is_set():
                 raise GenerationCancelled("generation cancelled")
         finally:

@@ -393,7 +393,7 @@ def test_low_memory_preferences_give_the_same_sprites(ext, scene, prefs, tmp_pat
         settings.output_dir = str(tmp_path / "lean")
         assert bpy.ops.spritediff.generate() == {"FINISHED"}
     finally:
-        prefs.sequential_guidance, prefs.attention_chunk_size, prefs.decode_chunk_size = False, 0, 4
+        prefs.sequential_guidance, prefs.attention_chunk_size, prefs.decode_chunk_size = False, 0, 0
     for index in range(4):
         name = f"attack/frames/frame_{index:04d}.png"
         plain = np.asarray(Image.open(tmp_path / "plain" / name)).astype(int)
