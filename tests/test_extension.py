@@ -657,24 +657,31 @@ blend = "{blend_file.name}"
     assert not (tmp_path / "batch").exists() and not (tmp_path.parent / "escape").exists()
 
 
-@needs_torch
-def test_batch_job_file(ext, blend_file, tmp_path, capsys):
-    job = tmp_path / "job.toml"
-    job.write_text(f"""
+def write_job(path: Path, blend_file: Path, defaults: str = "num_inference_steps = 2",
+              character: str = f'reference_path = "{REFERENCE}"') -> Path:
+    """A batch job file: the tiny model at 64 px into <its folder>/batch, one character "hero" from
+    `blend_file` with the idle and attack Actions; `defaults` and `character` add keys to each table."""
+    path.write_text(f"""
 [defaults]
 model = "{TINY_WEIGHTS}"
 width = 64
 height = 64
-num_inference_steps = 2
-output_dir = "{tmp_path / 'batch'}"
+output_dir = "{path.parent / 'batch'}"
+{defaults}
 
 [[character]]
 name = "hero"
 blend = "{blend_file.name}"
 armature = "Character"
-reference_path = "{REFERENCE}"
 actions = ["Character_idle", "Character_attack"]
+{character}
 """)
+    return path
+
+
+@needs_torch
+def test_batch_job_file(ext, blend_file, tmp_path, capsys):
+    job = write_job(tmp_path / "job.toml", blend_file)
     assert ext._cli(["batch", str(job)]) == 0
     out = capsys.readouterr().out
     assert "[1/2] hero Character_idle" in out and "[2/2] hero Character_attack" in out
@@ -687,25 +694,9 @@ actions = ["Character_idle", "Character_attack"]
 
 @needs_torch
 def test_batch_directions_make_one_sheet_per_character(ext, blend_file, tmp_path, capsys):
-    job = tmp_path / "job.toml"
-    job.write_text(f"""
-[defaults]
-model = "{TINY_WEIGHTS}"
-width = 64
-height = 64
-num_inference_steps = 1
-frames = 2
-directions = 4
-mirror = "e:w"
-output_dir = "{tmp_path / 'batch'}"
-
-[[character]]
-name = "hero"
-blend = "{blend_file.name}"
-armature = "Character"
-direction_references = {{ s = "{REFERENCE}", n = "{REFERENCE}" }}
-actions = ["Character_idle", "Character_attack"]
-""")
+    job = write_job(tmp_path / "job.toml", blend_file,
+                    defaults='num_inference_steps = 1\nframes = 2\ndirections = 4\nmirror = "e:w"',
+                    character=f'direction_references = {{ s = "{REFERENCE}", n = "{REFERENCE}" }}')
     assert ext._cli(["batch", str(job)]) == 0
     hero = tmp_path / "batch" / "hero"
     sheet = json.loads((hero / "sheet" / "hero_atlas.json").read_text())
