@@ -199,12 +199,11 @@ def command_batch(args: argparse.Namespace) -> None:
         blend = (path.resolve().parent / str(character["blend"])) if "blend" in character else None
         if blend is not None and not blend.is_file():
             raise SpriteDiffError(f"job file {path}, {name}: blend file {blend} does not exist")
-        for picture in ([options.reference_path] if not options.reference_image else []) + [
-                picture for _, picture in options.direction_references]:
-            if picture and not Path(picture).is_file():
-                raise SpriteDiffError(f"job file {path}, {name}: reference picture {picture} does not exist")
+        picture = options.reference_path if not options.reference_image else None
+        if picture and not Path(picture).is_file():
+            raise SpriteDiffError(f"job file {path}, {name}: reference picture {picture} does not exist")
         try:
-            check_direction_options(options)
+            check_direction_options(options)  # the pictures per direction included
         except SpriteDiffError as error:
             raise SpriteDiffError(f"job file {path}, {name}: {error}") from None
         plans.append((f"[{number}/{len(items)}] {name} {action or ''}: ", blend, options))

@@ -296,6 +296,11 @@ class GenerationJob:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
+    @property
+    def in_thread(self) -> bool:
+        """Whether this job was started on a worker thread (`start`), not run blocking."""
+        return self._thread is not None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run_blocking, name="spritediff-generate", daemon=True)
         self._thread.start()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import bpy
 
+from spritediff_core.directions import COMPASS, direction_names
 from spritediff_core.errors import SpriteDiffError
 
 from . import dependencies
@@ -72,7 +73,7 @@ class JobRunner:
             except Exception as error:  # noqa: BLE001  (reported; what finished before stays)
                 return self._failed(describe(error))
             self.finished[self.job.prepared.name] = self.job
-            threaded = self.job._thread is not None
+            threaded = self.job.in_thread
             self.job = GenerationJob(self.pending.pop(0))
             if threaded:
                 self.job.start()
@@ -263,8 +264,8 @@ class SPRITEDIFF_OT_direction_reference_add(bpy.types.Operator):
         items = context.scene.spritediff.direction_references
         taken = {item.direction for item in items}
         item = items.add()
-        item.direction = next((name for name in ("s", "e", "n", "w", "se", "ne", "nw", "sw") if name not in taken),
-                              "s")
+        # The next free direction, the four main ones first.
+        item.direction = next((name for name in (*direction_names(4), *COMPASS) if name not in taken), "s")
         return {"FINISHED"}
 
 

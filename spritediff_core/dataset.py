@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .directions import angular_distance
+from .directions import nearest_by_angle
 from .errors import InvalidInputError
 
 DATASET_FORMAT = "spritediff-dataset"
@@ -24,10 +24,10 @@ REFERENCE_VIEWS = tuple(REFERENCE_AZIMUTHS)
 
 def nearest_reference(azimuth: float, available) -> str:
     """The reference view among `available` seen from nearest `azimuth` (ties: the first in REFERENCE_VIEWS)."""
-    candidates = [view for view in REFERENCE_VIEWS if view in available]
-    if not candidates:
+    nearest = nearest_by_angle(azimuth, REFERENCE_AZIMUTHS, available)
+    if nearest is None:
         raise InvalidInputError("no reference picture with a known view (front, three_quarter, side)")
-    return min(candidates, key=lambda view: angular_distance(azimuth, REFERENCE_AZIMUTHS[view]))
+    return nearest
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,22 @@ def angular_distance(a: float, b: float) -> float:
     return min(difference, 360.0 - difference)
 
 
+def nearest_by_angle(angle: float, angles: dict[str, float], available) -> str | None:
+    """Of the names in `angles` that are also `available`, the one whose angle is nearest `angle`; ties go to
+    the earlier one in `angles`' order. None when none is available."""
+    candidates = [name for name in angles if name in available]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda name: angular_distance(angle, angles[name]))
+
+
 def nearest_direction(direction: str, available) -> str:
     """Of the `available` directions (e.g. those with a reference picture), the one nearest `direction`;
     ties go to the earlier one in compass order."""
-    candidates = [name for name in COMPASS if name in available]
-    if not candidates:
+    nearest = nearest_by_angle(COMPASS_ANGLES[direction], COMPASS_ANGLES, available)
+    if nearest is None:
         raise InvalidInputError("no direction to choose from")
-    return min(candidates, key=lambda name: angular_distance(COMPASS_ANGLES[direction], COMPASS_ANGLES[name]))
+    return nearest
 
 
 def parse_mirrors(text: str | None, directions: tuple[str, ...]) -> dict[str, str]:
@@ -162,6 +171,7 @@ def direction_turns(directions: tuple[str, ...], forward, camera: CameraAxes, pi
 
 __all__ = [
     "COMPASS", "COMPASS_ANGLES", "DIRECTION_COUNTS", "MIRRORED", "CameraAxes", "animation_name",
-    "check_direction", "direction_names", "direction_turns", "facing_angle", "nearest_direction", "parse_mirrors",
+    "check_direction", "direction_names", "direction_turns", "facing_angle", "nearest_by_angle", "nearest_direction",
+    "parse_mirrors",
     "turn_about_vertical",
 ]
