@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
 from .context_windows import LOOP_MODES, check_window_settings, step_windows
-from .devices import resolve_device, resolve_dtype
+from .devices import release_freed_host_memory, resolve_device, resolve_dtype
 from .errors import GenerationCancelled, InvalidInputError, WeightsNotFoundError, first_line
 from .models.denoising_unet import build_denoising_unet, load_denoising_unet_weights, pose_conditioning
 from .models.pose_guider import build_pose_guider
@@ -339,8 +339,10 @@ class SpriteSheetPipeline:
                 raise GenerationCancelled("generation cancelled")
             if output_type == "latent":
                 return latents
-            # 7. Decode, with every other model sent back first (model CPU offload).
+            # 7. Decode, with every other model sent back first (model CPU offload) and the denoising loop's
+            # freed memory returned first, so the decode's buffers do not come on top of it.
             self.offload_models()
+            self._release_memory()
             if output_type == "pil":
                 frames = self.decode_images(latents, options.decode_chunk_for(self.device.type))
             else:
@@ -487,6 +489,7 @@ class SpriteSheetPipeline:
 
     def _release_memory(self) -> None:
         gc.collect()
+        release_freed_host_memory()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         elif self.device.type == "mps":

@@ -336,3 +336,30 @@ def test_half_precision_runs_and_stays_close(pipe, reference_image, pose_images)
     frames = run(low, reference_image, pose_images, output_type="pt")
     reference = run(pipe, reference_image, pose_images, output_type="pt")
     assert frames.dtype == torch.float32 and (frames - reference).abs().mean() < 0.1
+
+
+def test_freed_host_memory_is_returned_before_the_decode(pipe, reference_image, pose_images, monkeypatch):
+    """The denoising loop's freed memory goes back to the system before the VAE's buffers are allocated
+    (the decode is where a CPU call peaks), and again at the end of the call."""
+    import spritediff_core.pipeline as pipeline_module
+
+    events = []
+    monkeypatch.setattr(pipeline_module, "release_freed_host_memory", lambda: events.append("release"))
+    decode = pipe.vae.decode
+    monkeypatch.setattr(pipe.vae, "decode", lambda *a, **k: (events.append("decode"), decode(*a, **k))[1])
+    run(pipe, reference_image, pose_images[:2], output_type="pt")
+    assert events[0] == "release" and events[-1] == "release"
+    first_decode = events.index("decode")
+    assert "release" in events[:first_decode]
+
+
+def test_release_freed_host_memory_runs_where_glibc_is():
+    import platform
+
+    from spritediff_core.devices import release_freed_host_memory
+
+    returned = release_freed_host_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert returned is True
+    else:
+        assert returned is False
