@@ -192,3 +192,52 @@ def test_fast_mode_frames_stay_close_to_float32(reference_image, pose_images):
     fast = fast_pipe(reference_image, pose_images, 64, 64, **settings).float()
     mse = ((fast - exact) ** 2).mean().item()
     assert mse == 0 or 10 * math.log10(1 / mse) > 30
+
+
+@pytest.mark.parametrize("channels, out_channels, height, width", [(8, 8, 5, 7), (16, 4, 1, 1), (4, 12, 6, 3)])
+def test_sub_pixel_upsampling_equals_upsample_then_convolve(channels, out_channels, height, width):
+    from diffusers.models.upsampling import Upsample2D
+
+    from spritediff_core.models.sub_pixel_upsampling import SubPixelUpsample2D
+
+    torch.manual_seed(0)
+    original = Upsample2D(channels, use_conv=True, out_channels=out_channels)
+    swapped = SubPixelUpsample2D(original)
+    assert swapped.state_dict().keys() == original.state_dict().keys()
+    sample = torch.randn(2, channels, height, width)
+    with torch.no_grad():
+        expected = original(sample)
+        assert (swapped(sample) - expected).abs().max() < 1e-5
+        # weights changed after the swap (loading, training) are used: the phases come from them at each call
+        swapped.conv.weight.mul_(-2)
+        assert (swapped(sample) - original(sample)).abs().max() < 1e-5
+        swapped.sub_pixel = False  # off: diffusers' own computation
+        assert torch.equal(swapped(sample), original(sample))
+
+
+def test_the_vae_upsamples_by_phases_on_the_cpu_only_with_the_exact_speedups(pipe, reference_image, pose_images):
+    """Every VAE upsampling layer computes by phases (no full-size nearest copy) in the default exact mode;
+    the unoptimised path keeps diffusers' nearest-then-convolve."""
+    from spritediff_core.models.sub_pixel_upsampling import SubPixelUpsample2D
+
+    layers = [m for m in pipe.vae.decoder.modules() if isinstance(m, SubPixelUpsample2D)]
+    assert layers and len(layers) == len(pipe.vae.config.block_out_channels) - 1
+    nearest = []
+    original = torch.nn.functional.interpolate
+
+    def counting(*args, **kwargs):
+        nearest.append(kwargs.get("mode"))
+        return original(*args, **kwargs)
+
+    def vae_nearest_calls(options) -> int:  # a call's minus its denoising's (the UNets upsample too)
+        nearest.clear()
+        frames(pipe, reference_image, pose_images, "video.pt", options, "latent")
+        denoising = nearest.count("nearest")
+        nearest.clear()
+        frames(pipe, reference_image, pose_images, "video.pt", options)
+        return nearest.count("nearest") - denoising
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.functional, "interpolate", counting)
+        assert vae_nearest_calls(RuntimeSettings()) == 0
+        assert vae_nearest_calls(RuntimeSettings.unoptimised()) >= len(layers)
