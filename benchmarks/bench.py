@@ -1,6 +1,12 @@
-"""spritediff benchmarks (`python3 build.py bench`): speed and memory of the diffusion core.
+"""spritediff benchmarks (`python3 build.py bench`): speed and memory of the diffusion core, in sections:
 
-Models: the tiny fixture model, and random weights in the real SD1.5 / Animate Anyone layout at a quarter of
+- reference: exact, fast and unoptimised modes against the reference implementation itself on the same weights
+  (`benchmarks.reference_bench`; where the reference environment is set up);
+- roofline: achieved FLOP/s of the UNet and the VAE against this core's large-GEMM peak (`benchmarks.roofline`);
+- mini: spritediff-mini end to end per animation (the demo);
+- grid: the table below.
+
+Grid models: the tiny fixture model, and random weights in the real SD1.5 / Animate Anyone layout at a quarter of
 the channels (UNets 80/160/320/320 with the same depth, 8 heads and motion modules; VAE and CLIP image
 encoder at a quarter width, same depth). Every measurement runs in a fresh process, so its peak RSS is its
 own. Reported: seconds per denoising step (median over steps and repeats), end-to-end seconds per frame,
@@ -8,7 +14,7 @@ peak RSS (and peak CUDA memory on a GPU), for 256 and 512 px and 8 to 64 frames 
 the gain of each exact speedup against the unoptimised path (the reference implementation's order of work),
 the memory switches, and the approximate modes, all in the same run.
 
-    python -m benchmarks.bench [--quick] [--out out/bench]
+    python -m benchmarks.bench [--quick] [--only SECTION ...] [--out out/bench]
 """
 
 from __future__ import annotations
@@ -30,8 +36,12 @@ WINDOW, OVERLAP = 16, 4
 
 
 # ---------------------------------------------------------------- one measurement (child process)
-def quarter_pipeline():
-    """Random weights in the SD1.5 Animate Anyone layout, a quarter of the channels."""
+def sd15_layout_pipeline(unet_channels=(80, 160, 320, 320), vae_channels=(32, 64, 128, 128),
+                         cross_attention_dim=192, unet_norm_groups=16, clip_hidden=256, clip_layers=24,
+                         device=None, dtype=None):
+    """Random weights in the SD1.5 Animate Anyone layout (same depth, 8 heads, motion modules) at the given
+    channel widths. The default is a quarter of the channels everywhere (80 channels: 16 groups of 5;
+    SD1.5 has 32 groups of 10)."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
@@ -44,23 +54,23 @@ def quarter_pipeline():
     torch.manual_seed(0)
     unet_config = {
         "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-        "block_out_channels": [80, 160, 320, 320], "attention_head_dim": 8, "cross_attention_dim": 192,
-        "norm_num_groups": 16,  # 80 channels: 16 groups of 5 (SD1.5: 32 groups of 10)
+        "block_out_channels": list(unet_channels), "attention_head_dim": 8,
+        "cross_attention_dim": cross_attention_dim, "norm_num_groups": unet_norm_groups,
         "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
         "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
     }
     reference = UNet2DConditionModel.from_config(unet_config)
     reference.conv_norm_out, reference.conv_out = None, torch.nn.Identity()
     denoising = build_denoising_unet(unet_config, DEFAULT_UNET_ADDITIONAL_KWARGS)
-    pose_guider = ControlNetConditioningEmbedding(80, 3, (16, 32, 96, 256))
-    vae = AutoencoderKL(block_out_channels=(32, 64, 128, 128), layers_per_block=2, latent_channels=4,
+    pose_guider = ControlNetConditioningEmbedding(unet_channels[0], 3, (16, 32, 96, 256))
+    vae = AutoencoderKL(block_out_channels=tuple(vae_channels), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         norm_num_groups=32, scaling_factor=0.18215)
-    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=256, intermediate_size=1024,
-                                                          num_attention_heads=4, num_hidden_layers=24,
-                                                          patch_size=14, image_size=224, projection_dim=192))
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=clip_hidden, intermediate_size=4 * clip_hidden, num_attention_heads=4,
+        num_hidden_layers=clip_layers, patch_size=14, image_size=224, projection_dim=cross_attention_dim))
     return SpriteSheetPipeline(vae, clip, reference, denoising, pose_guider,
-                               DDIMScheduler(**DEFAULT_NOISE_SCHEDULER_KWARGS), device=None, dtype=None)
+                               DDIMScheduler(**DEFAULT_NOISE_SCHEDULER_KWARGS), device=device, dtype=dtype)
 
 
 def measure(model: str, size: int, frames: int, steps: int, mode: str, repeats: int) -> dict:
@@ -81,7 +91,10 @@ def measure(model: str, size: int, frames: int, steps: int, mode: str, repeats: 
         "dpm++": RuntimeSettings(solver="dpm++"),
         "reuse-every-2": RuntimeSettings(reuse_prediction_every=2),
     }
-    pipe = SpriteSheetPipeline.from_pretrained(TINY / "pretrained_weights") if model == "tiny" else quarter_pipeline()
+    if model == "tiny":
+        pipe = SpriteSheetPipeline.from_pretrained(TINY / "pretrained_weights")
+    else:
+        pipe = sd15_layout_pipeline()
     reference = Image.open(TINY / "inputs" / "ref.png")
     poses = [Image.open(TINY / "inputs" / f"pose_{i % 4:02d}.png") for i in range(frames)]
     step_times, totals = [], []
@@ -132,8 +145,24 @@ def plan(quick: bool) -> list[dict]:
     return runs
 
 
+# The CPU features that decide which kernels (and which fast precision) run.
+RELEVANT_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile",
+                  "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in RELEVANT_FLAGS if flag in flags]
+
+
 def machine() -> dict:
     import torch
+
+    from spritediff_core.devices import fast_dtype
 
     cpu = platform.processor()
     try:
@@ -144,6 +173,8 @@ def machine() -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_flags": cpu_flags(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "fast_dtype_cpu": str(fast_dtype(torch.device("cpu"))).removeprefix("torch."),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -187,38 +218,113 @@ def summarise(results: list[dict]) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench")
-    parser.add_argument("--out", default=str(ROOT / "out" / "bench"))
-    parser.add_argument("--quick", action="store_true", help="a small grid, for a smoke run")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement as JSON
-    args = parser.parse_args(argv)
-    if args.one:
-        print(json.dumps(measure(**json.loads(args.one))))
-        return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    runs = plan(args.quick)
-    for number, run in enumerate(runs, 1):
-        started = time.perf_counter()
-        child = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--one", json.dumps(run)], cwd=ROOT,
+def _child(module: str, *args: str) -> dict:
+    """One measurement in a fresh process (its own peak RSS, no warm caches); its last stdout line as JSON."""
+    child = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def run_roofline(quick: bool) -> list[dict]:
+    """FLOP/s of the UNet and the VAE against the large-GEMM peak, in float32 and in the fast precision."""
+    import torch
+
+    from spritediff_core.devices import fast_dtype
+
+    precisions = ["fp32"]
+    fast = fast_dtype(torch.device("cpu"))
+    if fast != torch.float32 and not quick:
+        precisions.append({torch.bfloat16: "bf16", torch.float16: "fp16"}[fast])
+    return [_child("benchmarks.roofline", "--dtype", precision) for precision in precisions]
+
+
+def run_mini() -> dict:
+    """spritediff-mini end to end per animation: the demo (armature -> poses -> frames -> atlas) in its own
+    process, with the bundled model at its native size and recommended settings, torch's default threads."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="spritediff-bench-demo-") as folder:
+        env = dict(os.environ)
+        env.setdefault("BLENDER_USER_RESOURCES", str(ROOT / ".blender_user"))
+        child = subprocess.run([sys.executable, "-m", "blender_addon.demo", "--out", folder], cwd=ROOT, env=env,
                                capture_output=True, text=True)
         if child.returncode != 0:
-            print(child.stderr[-2000:], file=sys.stderr)
-            return 1
-        result = json.loads(child.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"the demo failed:\n{child.stderr[-2000:]}")
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+    rows = [{"animation": row["animation"], "frames": row["frames"], "seconds": row["seconds"],
+             "seconds_per_frame": round(row["seconds"] / row["frames"], 3)} for row in summary["animations"]]
+    return {"model": summary["model_name"], "size": summary["size"], "steps": summary["steps"],
+            "animations": rows, "demo_seconds": summary["seconds"]}
+
+
+def mini_table(mini: dict) -> str:
+    lines = [f"{mini['model']} end to end ({mini['size']}x{mini['size']}, {mini['steps']} steps, poses to atlas):",
+             "", "| animation | frames | seconds | s/frame |", "|---|---|---|---|"]
+    lines += [f"| {r['animation']} | {r['frames']} | {r['seconds']:.1f} | {r['seconds_per_frame']:.2f} |"
+              for r in mini["animations"]]
+    return "\n".join(lines)
+
+
+def run_grid(quick: bool) -> list[dict]:
+    results = []
+    runs = plan(quick)
+    for number, run in enumerate(runs, 1):
+        started = time.perf_counter()
+        result = _child("benchmarks.bench", "--one", json.dumps(run))
         results.append(result)
         print(f"[{number}/{len(runs)}] {run['model']} {run['size']}px {run['frames']}f {run['mode']}: "
               f"{result['seconds_per_step']:.3f} s/step, {result['seconds_per_frame']:.3f} s/frame, "
               f"{result['peak_rss_mb']:.0f} MB ({time.perf_counter() - started:.0f} s)", flush=True)
-    report = {"machine": machine(), "window": {"context_frames": WINDOW, "overlap": OVERLAP},
-              "results": results, "summary": summarise(results)}
+    return results
+
+
+SECTIONS = ("reference", "roofline", "mini", "grid")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import reference_bench, roofline
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench")
+    parser.add_argument("--out", default=str(ROOT / "out" / "bench"))
+    parser.add_argument("--quick", action="store_true", help="small sizes everywhere, for a smoke run")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="run only this section (repeatable); default: all of them")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one grid measurement as JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(**json.loads(args.one))))
+        return 0
+    sections = args.only or list(SECTIONS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"machine": machine()}
+    print(f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+          f"flags {' '.join(report['machine']['cpu_flags']) or 'none of note'}", flush=True)
+    markdown = [f"Machine: {json.dumps(report['machine'])}"]
+    if "reference" in sections:
+        print("Against the reference implementation:", flush=True)
+        report["reference"] = reference_bench.side_by_side(args.quick, log=lambda line: print(line, flush=True))
+        markdown.append(reference_bench.table(report["reference"]))
+        print(markdown[-1], flush=True)
+    if "roofline" in sections:
+        report["roofline"] = run_roofline(args.quick)
+        markdown.append("Achieved FLOP/s against this core's large-GEMM peak (1 thread):\n\n"
+                        + roofline.table(report["roofline"]))
+        print(markdown[-1], flush=True)
+    if "mini" in sections:
+        report["mini"] = run_mini()
+        markdown.append(mini_table(report["mini"]))
+        print(markdown[-1], flush=True)
+    if "grid" in sections:
+        results = run_grid(args.quick)
+        report.update(window={"context_frames": WINDOW, "overlap": OVERLAP}, results=results,
+                      summary=summarise(results))
+        markdown.append(f"{table(results)}\n\nSummary: {json.dumps(report['summary'], indent=1)}")
+        print(markdown[-1], flush=True)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "results.md").write_text(f"Machine: {report['machine']}\n\n{table(results)}\n\n"
-                                    f"Summary: {json.dumps(report['summary'], indent=1)}\n")
-    print(table(results))
-    print(json.dumps(report["summary"], indent=1))
+    (out / "results.md").write_text("\n\n".join(markdown) + "\n")
+    print(f"written: {out / 'results.md'}, {out / 'results.json'}")
     return 0
 
 
