@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -149,14 +150,23 @@ def command_generate(args: argparse.Namespace) -> None:
         print(f"saved {args.save}")
 
 
-def command_batch(args: argparse.Namespace) -> None:
-    """A TOML job file: [defaults] for every item, then [[character]] tables, each with a blend file,
-    reference picture and a list of actions; one generation per character x action."""
+@dataclass(frozen=True)
+class BatchItem:
+    """One character x Action of a job file, checked: its label, .blend file (None: the open file), options,
+    and the item's flat settings as the job file gives them with every path made absolute."""
+
+    label: str
+    character: str
+    blend: Path | None
+    options: GenerateOptions
+    settings: dict
+
+
+def read_job_file(path: Path) -> dict:
     import tomllib
 
-    path = Path(args.job)
     try:
-        job = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpriteDiffError(f"job file {path} does not exist") from None
     except IsADirectoryError:
@@ -165,6 +175,13 @@ def command_batch(args: argparse.Namespace) -> None:
         raise SpriteDiffError(f"job file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise SpriteDiffError(f"job file {path} is not valid TOML ({error})") from None
+
+
+def plan_batch(path: Path) -> list[BatchItem]:
+    """A TOML job file ([defaults] for every item, then [[character]] tables, each with a blend file, reference
+    picture and a list of actions) as one checked item per character x action, every item checked before the
+    first one runs."""
+    job = read_job_file(path)
     defaults = dict(job.get("defaults", {}))
     characters = job.get("character", [])
     if not characters:
@@ -176,10 +193,11 @@ def command_batch(args: argparse.Namespace) -> None:
         if actions is not None and not (isinstance(actions, list) and all(isinstance(a, str) for a in actions)):
             raise SpriteDiffError(f"job file {path}: actions must be a list of Action names, e.g. [\"Walk\"]; "
                                   f"got {actions!r}")
-    items = [(c, a) for c in characters for a in (c.get("actions") or [None])]
-    plans = []  # every item checked before the first one runs
+    pairs = [(c, a) for c in characters for a in (c.get("actions") or [None])]
+    plans = []
     seen: dict[tuple[str, str | None], int] = {}
-    for number, (character, action) in enumerate(items, 1):
+    folder = path.resolve().parent
+    for number, (character, action) in enumerate(pairs, 1):
         settings = {**defaults, **{k: v for k, v in character.items() if k not in ("name", "blend", "actions")}}
         settings["action"] = action
         settings.setdefault("model", os.environ.get("SPRITEDIFF_MODEL_DIR", ""))
@@ -194,9 +212,8 @@ def command_batch(args: argparse.Namespace) -> None:
                                   "character its own name and each Action once")
         seen[name, action] = number
         settings["output_dir"] = str(Path(str(settings.get("output_dir", "batch"))) / name)
-        options = options_from_job(settings, f"job file {path}, {name} {action or ''}".rstrip(),
-                                   path.resolve().parent)
-        blend = (path.resolve().parent / str(character["blend"])) if "blend" in character else None
+        options = options_from_job(settings, f"job file {path}, {name} {action or ''}".rstrip(), folder)
+        blend = (folder / str(character["blend"])) if "blend" in character else None
         if blend is not None and not blend.is_file():
             raise SpriteDiffError(f"job file {path}, {name}: blend file {blend} does not exist")
         picture = options.reference_path if not options.reference_image else None
@@ -206,19 +223,152 @@ def command_batch(args: argparse.Namespace) -> None:
             check_direction_options(options)  # the pictures per direction included
         except SpriteDiffError as error:
             raise SpriteDiffError(f"job file {path}, {name}: {error}") from None
-        plans.append((f"[{number}/{len(items)}] {name} {action or ''}: ", blend, options))
+        absolute = dict(settings)
+        for key in JOB_PATHS:
+            if getattr(options, key, None):
+                absolute[key] = getattr(options, key)
+        if options.direction_references:
+            absolute["direction_references"] = dict(options.direction_references)
+        plans.append(BatchItem(f"[{number}/{len(pairs)}] {name} {action or ''}: ", name, blend, options, absolute))
+    return plans
+
+
+def command_batch(args: argparse.Namespace) -> None:
+    """Run a job file's items one after the other; a failed item is reported and the rest still run."""
+    items = plan_batch(Path(args.job))
     failures = 0
-    for label, blend, options in plans:
+    for item in items:
         try:
-            if blend is not None:
-                open_blend(str(blend))
-            generate_one(bpy.context.scene, options, label)
+            if item.blend is not None:
+                open_blend(str(item.blend))
+            generate_one(bpy.context.scene, item.options, item.label)
         except SpriteDiffError as error:
             failures += 1
-            print(f"{label}FAILED: {error}", file=sys.stderr)
+            print(f"{item.label}FAILED: {error}", file=sys.stderr)
     print(f"batch: {len(items) - failures} of {len(items)} done")
     if failures:
         raise SpriteDiffError(f"{failures} of {len(items)} batch items failed")
+
+
+def farm_plan(job: Path, items: list[BatchItem]):
+    """The checked batch items as a farm plan: one farm item per generated direction (a direction made by
+    mirroring is written by the task of the direction it is flipped from), one character sheet per character."""
+    from spritediff_core import directions as compass
+    from spritediff_core import farm
+
+    models = {item.options.model for item in items}
+    roots = {str(Path(item.options.output_dir).parent) for item in items}
+    if len(models) > 1 or len(roots) > 1:
+        raise SpriteDiffError(f"job file {job}: a farm job has one model and one output_dir for every character "
+                              "(the farm maps each as one path); set them in [defaults] only")
+    farm_items, characters = [], {}
+    for item in items:
+        options = item.options
+        if item.blend is None:
+            raise SpriteDiffError(f"job file {job}, {item.character}: a farm worker has no open file; give the "
+                                  "character's blend file (blend = \"hero.blend\")")
+        if options.reference_image:
+            raise SpriteDiffError(f"job file {job}, {item.character}: reference_image names a picture inside a "
+                                  ".blend; farm workers need it as a file: give reference_path")
+        names = compass.direction_names(options.directions)
+        mirrors = compass.parse_mirrors(options.mirror, names)
+        settings = {key: value for key, value in item.settings.items()
+                    if key not in ("model", "output_dir", "action")}
+        for direction in [name for name in names if name not in mirrors] or [None]:
+            farm_items.append(farm.FarmItem(
+                item.character, options.action, direction, str(item.blend) if item.blend else None, settings,
+                tuple(target for target, source in mirrors.items() if source == direction)))
+        if item.character not in characters:
+            sheet_picture = options.reference_path or next(
+                (path for name in compass.COMPASS for direction, path in options.direction_references
+                 if direction == name), None)
+            characters[item.character] = farm.FarmCharacter(item.character, sheet_picture,
+                                                            options.settings.packing.to_dict())
+    return farm.make_plan(job.stem, farm_items, list(characters.values()), models.pop(), roots.pop())
+
+
+def command_farm_openjd(args: argparse.Namespace) -> None:
+    from spritediff_core import farm
+
+    job = Path(args.job)
+    plan, table = farm_plan(job, plan_batch(job))
+    written = farm.write_openjd_bundle(plan, table, Path(args.out))
+    files = ", ".join(path.name for path in written.values())
+    print(f"farm: {len(plan.items)} Generate tasks and {len(plan.characters)} Pack tasks, "
+          f"{len(plan.paths)} input path parameters -> {Path(args.out)} ({files})")
+
+
+def command_farm_flamenco(args: argparse.Namespace) -> None:
+    from spritediff_core import farm
+
+    job = Path(args.job)
+    plan, _ = farm_plan(job, plan_batch(job))
+    written = farm.write_flamenco_job(plan, Path(args.out), priority=args.priority)
+    print(f"farm: {len(plan.items)} generate tasks and {len(plan.characters)} pack tasks -> "
+          f"{written['submission']} (POST it to the Flamenco Manager's /api/v3/jobs)")
+
+
+def _farm_settings(plan, args: argparse.Namespace, character: str, settings: dict) -> dict:
+    """An item's settings with its path references resolved for this worker."""
+    from spritediff_core import farm
+
+    overrides = farm.parse_path_overrides(args.path)
+    folder = Path(args.plan).resolve().parent
+    resolved = dict(settings)
+    for key in farm.PATH_SETTINGS:
+        if resolved.get(key):
+            resolved[key] = farm.resolve_path(resolved[key], plan.paths, overrides, folder)
+    if resolved.get("direction_references"):
+        resolved["direction_references"] = {
+            direction: farm.resolve_path(path, plan.paths, overrides, folder)
+            for direction, path in resolved["direction_references"].items()}
+    resolved["model"] = args.model if args.model is not None else plan.model
+    resolved["output_dir"] = str(Path(args.out or plan.output_dir) / character)
+    return resolved
+
+
+def command_farm_task(args: argparse.Namespace) -> None:
+    """One Generate task: one item of the plan. Rerun, it rewrites its own outputs the same way."""
+    from spritediff_core import farm
+
+    plan = farm.read_plan(args.plan)
+    item = plan.item(args.item)
+    where = f"farm item {args.item} of {len(plan.items)} ({item.label})"
+    print(f"spritediff {where}", flush=True)
+    try:
+        settings = _farm_settings(plan, args, item.character, item.settings)
+        settings["action"] = item.action
+        options = options_from_job(settings, where)
+        blend = farm.resolve_path(item.blend, plan.paths, farm.parse_path_overrides(args.path),
+                                  Path(args.plan).resolve().parent)
+        if blend is not None and Path(bpy.data.filepath or ".").resolve() != Path(blend).resolve():
+            open_blend(blend)  # (Flamenco's Blender command has opened it already)
+        generate_one(bpy.context.scene, options, f"{item.label}: ", only_direction=item.direction,
+                     character_sheet=False)
+    except SpriteDiffError as error:
+        raise SpriteDiffError(f"{where} failed: {error}") from None
+
+
+def command_farm_pack(args: argparse.Namespace) -> None:
+    """One Pack task: the character's sheet from every animation its Generate tasks wrote."""
+    from spritediff_core import farm
+    from spritediff_core.output_layout import CHARACTER_SHEET_FOLDER, save_character_sheet
+    from spritediff_core.staged_writes import open_image
+
+    plan = farm.read_plan(args.plan)
+    character = plan.character(args.character)
+    where = f"farm pack of {character.name}"
+    print(f"spritediff {where}", flush=True)
+    try:
+        folder = Path(args.out or plan.output_dir) / character.name
+        packing = GenerationSettings().with_flat(character.packing, where).packing
+        picture = farm.resolve_path(character.reference, plan.paths, farm.parse_path_overrides(args.path),
+                                    Path(args.plan).resolve().parent)
+        reference = open_image(picture, "reference picture").convert("RGB") if picture else None
+        paths = save_character_sheet(folder, character.name, packing, reference)
+    except SpriteDiffError as error:
+        raise SpriteDiffError(f"{where} failed: {error}") from None
+    print(f"{character.name}: sheet of {len(paths['animations'])} animations -> {folder / CHARACTER_SHEET_FOLDER}")
 
 
 def command_dataset(args: argparse.Namespace) -> None:
@@ -284,6 +434,32 @@ def build_parser(prog: str = "python -m blender_addon") -> argparse.ArgumentPars
     batch = commands.add_parser("batch", help="run a TOML job file: characters x actions")
     batch.add_argument("job", help="job file (see README)")
     batch.set_defaults(run=command_batch)
+
+    farm_parser = commands.add_parser("farm", help="run a job file on a render farm (OpenJD / Deadline Cloud, "
+                                                   "Flamenco), and the farm's tasks")
+    farm_commands = farm_parser.add_subparsers(dest="farm_command", required=True)
+    openjd = farm_commands.add_parser("openjd", help="write an Open Job Description job bundle for a job file")
+    openjd.add_argument("job", help="batch job file (the one `batch` runs)")
+    openjd.add_argument("--out", required=True, help="bundle folder (plan.json, template.json, asset_references.json)")
+    openjd.set_defaults(run=command_farm_openjd)
+    flamenco = farm_commands.add_parser("flamenco", help="write a Flamenco job (for the spritediff job type)")
+    flamenco.add_argument("job", help="batch job file (the one `batch` runs)")
+    flamenco.add_argument("--out", required=True, help="folder for plan.json and the job submission JSON")
+    flamenco.add_argument("--priority", type=int, default=50, help="Flamenco job priority (0-100)")
+    flamenco.set_defaults(run=command_farm_flamenco)
+    for name, helptext, runner in (("task", "run one Generate item of a farm plan", command_farm_task),
+                                   ("pack", "build one character's sheet from a farm plan", command_farm_pack)):
+        task = farm_commands.add_parser(name, help=helptext)
+        task.add_argument("plan", help="the plan.json the farm command wrote")
+        if name == "task":
+            task.add_argument("--item", type=int, required=True, help="item number, from 1")
+        else:
+            task.add_argument("--character", required=True, help="character name")
+        task.add_argument("--model", help="the weights folder on this worker (default: the plan's)")
+        task.add_argument("--out", help="the output folder on this worker (default: the plan's)")
+        task.add_argument("--path", action="append", default=[], metavar="NAME=PATH",
+                          help="this worker's path for one of the plan's path parameters (repeatable)")
+        task.set_defaults(run=runner)
 
     dataset = commands.add_parser("dataset", help="render training data: procedural characters or a .blend's own")
     dataset.add_argument("--characters", type=int, help="number of procedural characters")

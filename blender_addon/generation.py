@@ -183,21 +183,33 @@ def output_inputs(options: GenerateOptions) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-def prepare_run(scene: bpy.types.Scene, options: GenerateOptions) -> PreparedRun:
+def prepare_run(scene: bpy.types.Scene, options: GenerateOptions, only_direction: str | None = None,
+                character_sheet: bool = True) -> PreparedRun:
     """Read the scene into a job per generated direction (main thread). Every output folder is checked
-    first. Raises SpriteDiffError; never changes the scene."""
+    first. Raises SpriteDiffError; never changes the scene.
+
+    A farm task passes `only_direction` (that generated direction and the ones mirrored from it, with the
+    framing still shared by every direction) and `character_sheet=False` (its Pack step makes the sheet)."""
     from spritediff_core import drawing  # OpenCV, Pillow: installed by the preferences
     from spritediff_core.output_layout import ANIMATION, CHARACTER_SHEET, CHARACTER_SHEET_FOLDER, mirrored_frames
     options = resolve_options(options)
     check_runtime_settings(options.settings.runtime)
     mirror_directions = check_direction_options(options)
     sequences = read_sequences(scene, options)
+    if only_direction is not None:
+        if only_direction not in [sequence.metadata.get("direction") for sequence in sequences]:
+            raise SpriteDiffError(f"direction {only_direction!r} is not one of the {options.directions} directions")
+        if only_direction in mirror_directions:
+            raise SpriteDiffError(f"direction {only_direction!r} is mirrored from "
+                                  f"{mirror_directions[only_direction]!r}: generate that one")
+        sequences = [sequence for sequence in sequences if only_direction in (
+            sequence.metadata.get("direction"), mirror_directions.get(sequence.metadata.get("direction")))]
     inputs = output_inputs(options)
     for sequence in sequences:
         staged_writes.check_output_folder(output_folder(options, sequence.name), inputs,
                                           keep_other_files=options.add_to_folder, kind=ANIMATION)
     sheet_name = None
-    if options.directions > 1:
+    if options.directions > 1 and character_sheet:
         sheet_name = Path(bpy.path.abspath(options.output_dir)).absolute().name or "character"
         staged_writes.check_output_folder(Path(bpy.path.abspath(options.output_dir)) / CHARACTER_SHEET_FOLDER,
                                           inputs, kind=CHARACTER_SHEET)
@@ -507,10 +519,12 @@ def finish_run(scene: bpy.types.Scene, run: PreparedRun, finished: dict[str, Gen
     return {"animations": results, "sheet": paths, "sheet_image": atlas}
 
 
-def generate_one(scene: bpy.types.Scene, options: GenerateOptions, label: str = "") -> dict[str, Any]:
-    """Prepare, run and finish one generation in `scene` (every direction of it), blocking (background
-    mode: the CLI, batch files, the demo). Returns the first animation's result (with "run": everything)."""
-    run = prepare_run(scene, options)
+def generate_one(scene: bpy.types.Scene, options: GenerateOptions, label: str = "",
+                 only_direction: str | None = None, character_sheet: bool = True) -> dict[str, Any]:
+    """Prepare, run and finish one generation in `scene` (every direction of it, or `only_direction` and its
+    mirrors), blocking (background mode: the CLI, batch files, farm tasks, the demo). Returns the first
+    animation's result (with "run": everything)."""
+    run = prepare_run(scene, options, only_direction, character_sheet)
     for warning in run.warnings:
         print(f"{label}spritediff: warning: {warning}", file=sys.stderr)
     results, finished = {}, {}
