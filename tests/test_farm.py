@@ -187,7 +187,8 @@ def fake_blender(folder: Path) -> Path:
     installed: the same command line, run as `python -m blender_addon ARGS`."""
     path = folder / "blender"
     path.write_text(f"""#!/bin/sh
-[ "$1" = "--background" ] && [ "$2" = "--command" ] && [ "$3" = "spritediff" ] || {{ echo "not a spritediff command: $*" >&2; exit 2; }}
+[ "$1" = "--background" ] && [ "$2" = "--command" ] && [ "$3" = "spritediff" ] \\
+    || {{ echo "not a spritediff command: $*" >&2; exit 2; }}
 shift 3
 cd "{Path(__file__).parent.parent}" && exec "{sys.executable}" -m blender_addon "$@"
 """)
@@ -263,7 +264,8 @@ const author = {
     Command: (type, parameters) => ({type, parameters}),
 };
 const context = vm.createContext({author, JSON, String, Array, Error});
-vm.runInContext(fs.readFileSync(script, "utf8") + "\\nthis.JOB_TYPE = JOB_TYPE; this.compileJob = compileJob;", context);
+const exported = "\\nthis.JOB_TYPE = JOB_TYPE; this.compileJob = compileJob;";
+vm.runInContext(fs.readFileSync(script, "utf8") + exported, context);
 const job = {settings: submission.settings, addTask: (task) => tasks.push(task)};
 context.compileJob(job);
 const strip = ({addCommand, addDependency, ...rest}) => rest;
