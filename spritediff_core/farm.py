@@ -1,6 +1,6 @@
 """Batch jobs on a render farm: a batch job file resolved into a farm plan (one item per character, Action and
 generated direction), and that plan as an Open Job Description job bundle (AWS Deadline Cloud, `openjd run`)
-or a Flamenco job (the `spritediff` job type in `farm/flamenco/spritediff.js`).
+or a Flamenco job (the `spritediff` job type, `spritediff_core/flamenco/spritediff.js`).
 
 The plan (`plan.json`) lists every item with its settings, and every file it reads by the name of a path
 parameter ("Blend1", "Reference2" or "Inputs1/hero.blend"), so that the farm's path mapping can hand each worker
@@ -36,7 +36,7 @@ class FarmItem:
     character: str
     action: str | None
     direction: str | None
-    blend: str | None  # path reference, None: the worker's open (startup) file
+    blend: str | None  # path reference; None: the file Blender opened (farm_plan requires one)
     settings: dict[str, Any]
     mirrors: tuple[str, ...] = ()  # directions this task also writes by flipping its own frames
 

@@ -244,6 +244,9 @@ def test_openjd_runs_every_task_on_a_worker_that_sees_other_paths(studio, tmp_pa
     first_sheet = tree(sprites / "sheet")
     assert openjd_run(template, "Pack", "Character=hero", values, mapping).returncode == 0
     assert tree(sprites / "sheet") == first_sheet and (sprites / "notes.txt").is_file()
+    # the last task of both steps: ghost's sheet has nothing to pack, since its one item failed
+    ghost = openjd_run(template, "Pack", "Character=ghost", values, mapping)
+    assert ghost.returncode != 0 and "farm pack of ghost failed" in ghost.stdout
 
 
 # ---------------------------------------------------------------- Flamenco
