@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import bpy
 
+from spritediff_core import farm
 from spritediff_core.cli import file_name, stroke_scale
 from spritediff_core.directions import COMPASS, DIRECTION_COUNTS
 from spritediff_core.errors import SpriteDiffError, first_line
@@ -254,8 +256,6 @@ def farm_plan(job: Path, items: list[BatchItem]):
     """The checked batch items as a farm plan: one farm item per generated direction (a direction made by
     mirroring is written by the task of the direction it is flipped from), one character sheet per character."""
     from spritediff_core import directions as compass
-    from spritediff_core import farm
-
     models = {item.options.model for item in items}
     roots = {str(Path(item.options.output_dir).parent) for item in items}
     if len(models) > 1 or len(roots) > 1:
@@ -288,8 +288,6 @@ def farm_plan(job: Path, items: list[BatchItem]):
 
 
 def command_farm_openjd(args: argparse.Namespace) -> None:
-    from spritediff_core import farm
-
     job = Path(args.job)
     plan, table = farm_plan(job, plan_batch(job))
     written = farm.write_openjd_bundle(plan, table, Path(args.out))
@@ -299,75 +297,74 @@ def command_farm_openjd(args: argparse.Namespace) -> None:
 
 
 def command_farm_flamenco(args: argparse.Namespace) -> None:
-    from spritediff_core import farm
-
     job = Path(args.job)
     plan, _ = farm_plan(job, plan_batch(job))
     written = farm.write_flamenco_job(plan, Path(args.out), priority=args.priority)
     print(f"farm: {len(plan.items)} generate tasks and {len(plan.characters)} pack tasks -> "
-          f"{written['submission']} (POST it to the Flamenco Manager's /api/v3/jobs)")
+          f"{written['flamenco_job.json']} (POST it to the Flamenco Manager's /api/v3/jobs)")
 
 
-def _farm_settings(plan, args: argparse.Namespace, character: str, settings: dict) -> dict:
-    """An item's settings with its path references resolved for this worker."""
-    from spritediff_core import farm
-
+def _on_this_worker(plan, args: argparse.Namespace):
+    """A function giving a plan's path reference as the path on this worker (its --path values first)."""
     overrides = farm.parse_path_overrides(args.path)
     folder = Path(args.plan).resolve().parent
-    resolved = dict(settings)
+    return lambda reference: farm.resolve_path(reference, plan.paths, overrides, folder)
+
+
+def _farm_settings(plan, args: argparse.Namespace, item) -> dict:
+    """An item's settings with its path references resolved for this worker."""
+    local = _on_this_worker(plan, args)
+    resolved = dict(item.settings)
     for key in farm.PATH_SETTINGS:
         if resolved.get(key):
-            resolved[key] = farm.resolve_path(resolved[key], plan.paths, overrides, folder)
+            resolved[key] = local(resolved[key])
     if resolved.get("direction_references"):
-        resolved["direction_references"] = {
-            direction: farm.resolve_path(path, plan.paths, overrides, folder)
-            for direction, path in resolved["direction_references"].items()}
+        resolved["direction_references"] = {direction: local(path)
+                                            for direction, path in resolved["direction_references"].items()}
+    resolved["action"] = item.action
     resolved["model"] = args.model if args.model is not None else plan.model
-    resolved["output_dir"] = str(Path(args.out or plan.output_dir) / character)
+    resolved["output_dir"] = str(Path(args.out or plan.output_dir) / item.character)
     return resolved
 
 
-def command_farm_task(args: argparse.Namespace) -> None:
-    """One Generate task: one item of the plan. Rerun, it rewrites its own outputs the same way."""
-    from spritediff_core import farm
-
-    plan = farm.read_plan(args.plan)
-    item = plan.item(args.item)
-    where = f"farm item {args.item} of {len(plan.items)} ({item.label})"
+@contextmanager
+def _reported_as(where: str):
+    """A farm task's first line names its item; its failure says which item failed."""
     print(f"spritediff {where}", flush=True)
     try:
-        settings = _farm_settings(plan, args, item.character, item.settings)
-        settings["action"] = item.action
-        options = options_from_job(settings, where)
-        blend = farm.resolve_path(item.blend, plan.paths, farm.parse_path_overrides(args.path),
-                                  Path(args.plan).resolve().parent)
-        if blend is not None and Path(bpy.data.filepath or ".").resolve() != Path(blend).resolve():
-            open_blend(blend)  # (Flamenco's Blender command has opened it already)
-        generate_one(bpy.context.scene, options, f"{item.label}: ", only_direction=item.direction,
-                     character_sheet=False)
+        yield
     except SpriteDiffError as error:
         raise SpriteDiffError(f"{where} failed: {error}") from None
 
 
+def command_farm_task(args: argparse.Namespace) -> None:
+    """One Generate task: one item of the plan. Rerun, it rewrites its own outputs the same way."""
+    plan = farm.read_plan(args.plan)
+    item = plan.item(args.item)
+    where = f"farm item {args.item} of {len(plan.items)} ({item.label})"
+    with _reported_as(where):
+        options = options_from_job(_farm_settings(plan, args, item), where)
+        blend = _on_this_worker(plan, args)(item.blend)
+        if blend is not None and Path(bpy.data.filepath or ".").resolve() != Path(blend).resolve():
+            open_blend(blend)  # (Flamenco's Blender command has opened it already)
+        generate_one(bpy.context.scene, options, f"{item.label}: ", only_direction=item.direction,
+                     character_sheet=False)
+
+
 def command_farm_pack(args: argparse.Namespace) -> None:
     """One Pack task: the character's sheet from every animation its Generate tasks wrote."""
-    from spritediff_core import farm
     from spritediff_core.output_layout import CHARACTER_SHEET_FOLDER, save_character_sheet
     from spritediff_core.staged_writes import open_image
 
     plan = farm.read_plan(args.plan)
     character = plan.character(args.character)
     where = f"farm pack of {character.name}"
-    print(f"spritediff {where}", flush=True)
-    try:
+    with _reported_as(where):
         folder = Path(args.out or plan.output_dir) / character.name
         packing = GenerationSettings().with_flat(character.packing, where).packing
-        picture = farm.resolve_path(character.reference, plan.paths, farm.parse_path_overrides(args.path),
-                                    Path(args.plan).resolve().parent)
+        picture = _on_this_worker(plan, args)(character.reference)
         reference = open_image(picture, "reference picture").convert("RGB") if picture else None
         paths = save_character_sheet(folder, character.name, packing, reference)
-    except SpriteDiffError as error:
-        raise SpriteDiffError(f"{where} failed: {error}") from None
     print(f"{character.name}: sheet of {len(paths['animations'])} animations -> {folder / CHARACTER_SHEET_FOLDER}")
 
 

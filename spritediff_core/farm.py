@@ -298,19 +298,28 @@ def asset_references(plan: FarmPlan, table: PathTable, plan_path: str) -> dict[s
                                 "referencedPaths": []}}
 
 
-def write_openjd_bundle(plan: FarmPlan, table: PathTable, bundle: Path) -> dict[str, Path]:
-    """plan.json, template.json and asset_references.json into `bundle` (a job bundle for `deadline bundle
-    submit` and `openjd run`), all at once or not at all."""
+def _write_farm_folder(plan: FarmPlan, bundle: Path, files: dict[str, Any]) -> dict[str, Path]:
+    """plan.json (input paths beside or below the folder made relative) and `files` (JSON documents, or bytes)
+    into `bundle`, all at once or not at all."""
     from .staged_writes import staged_directory, write_json
 
-    bundle = Path(bundle).absolute()
-    plan_path = str(bundle / PLAN_FILE)
-    template = openjd_template(plan, table, bundle)
     with staged_directory(bundle, kind=FARM_BUNDLE) as staging:
         write_json(staging / PLAN_FILE, portable_plan(plan, bundle).to_json())
-        write_json(staging / "template.json", template)
-        write_json(staging / "asset_references.json", asset_references(plan, table, plan_path))
-    return {name: bundle / name for name in (PLAN_FILE, "template.json", "asset_references.json")}
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (staging / name).write_bytes(content)
+            else:
+                write_json(staging / name, content)
+    return {name: bundle / name for name in (PLAN_FILE, *files)}
+
+
+def write_openjd_bundle(plan: FarmPlan, table: PathTable, bundle: Path) -> dict[str, Path]:
+    """plan.json, template.json and asset_references.json into `bundle`: a job bundle for `deadline bundle
+    submit` and `openjd run`."""
+    bundle = Path(bundle).absolute()
+    return _write_farm_folder(plan, bundle, {
+        "template.json": openjd_template(plan, table, bundle),
+        "asset_references.json": asset_references(plan, table, str(bundle / PLAN_FILE))})
 
 
 # ---------------------------------------------------------------- Flamenco
@@ -345,17 +354,10 @@ def flamenco_submission(plan: FarmPlan, plan_path: str, priority: int = 50) -> d
 
 def write_flamenco_job(plan: FarmPlan, bundle: Path, priority: int = 50) -> dict[str, Path]:
     """plan.json, flamenco_job.json (the submission) and the job type spritediff.js into `bundle`."""
-    from .staged_writes import staged_directory, write_json
-
     bundle = Path(bundle).absolute()
-    plan_path = str(bundle / PLAN_FILE)
-    submission = flamenco_submission(plan, plan_path, priority)
-    with staged_directory(bundle, kind=FARM_BUNDLE) as staging:
-        write_json(staging / PLAN_FILE, portable_plan(plan, bundle).to_json())
-        write_json(staging / "flamenco_job.json", submission)
-        (staging / FLAMENCO_JOB_TYPE.name).write_bytes(FLAMENCO_JOB_TYPE.read_bytes())
-    return {"plan": bundle / PLAN_FILE, "submission": bundle / "flamenco_job.json",
-            "job_type": bundle / FLAMENCO_JOB_TYPE.name}
+    return _write_farm_folder(plan, bundle, {
+        "flamenco_job.json": flamenco_submission(plan, str(bundle / PLAN_FILE), priority),
+        FLAMENCO_JOB_TYPE.name: FLAMENCO_JOB_TYPE.read_bytes()})
 
 
 def read_plan(path: str | Path) -> FarmPlan:
