@@ -129,9 +129,6 @@ class PathTable:
     def reference(self, path: str | None) -> str | None:
         return None if path is None else self._reference[path]
 
-    def directory_parameters(self) -> set[str]:
-        return set(self.parameters) if self.per_folder else set()
-
 
 def _unique(paths: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(str(path) for path in paths))
