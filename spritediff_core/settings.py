@@ -157,8 +157,10 @@ class RuntimeSettings(_Settings):
                                              "in between (APPROXIMATE: changes the frames; 1: off)",
                                           minimum=1, maximum=10)
     exact_speedups: bool = setting(True, "reference keys and values projected once for all steps, the image "
-                                         "embedding's one-token cross-attention without attention; off follows "
-                                         "the reference implementation's order of work (for benchmarks)")
+                                         "embedding's one-token cross-attention without attention, on the CPU "
+                                         "Winograd 3x3 convolutions (float32 rounding differences of about "
+                                         "1e-5); off follows the reference implementation's order of work (for "
+                                         "benchmarks)")
 
     def decode_chunk_for(self, device_type: str) -> int:
         """Frames per VAE decode on a device of this type: the setting, or when automatic (0) 1 on the CPU and 4

@@ -8,6 +8,7 @@ import torch
 from conftest import MOORE_TINY, TINY_WEIGHTS
 
 from spritediff_core import InvalidInputError, SpriteSheetPipeline
+from spritediff_core.models.winograd_convolution import winograd_available
 from spritediff_core.settings import RuntimeSettings
 
 EXPECTED = {"video.pt": (24, 4), "video_ctx.pt": (3, 1)}
@@ -215,29 +216,128 @@ def test_sub_pixel_upsampling_equals_upsample_then_convolve(channels, out_channe
         assert torch.equal(swapped(sample), original(sample))
 
 
-def test_the_vae_upsamples_by_phases_on_the_cpu_only_with_the_exact_speedups(pipe, reference_image, pose_images):
-    """Every VAE upsampling layer computes by phases (no full-size nearest copy) in the default exact mode;
-    the unoptimised path keeps diffusers' nearest-then-convolve."""
+def _count_calls(patch, owner, name: str) -> list:
+    calls = []
+    original = getattr(owner, name)
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("mode"))
+        return original(*args, **kwargs)
+
+    patch.setattr(owner, name, counting)
+    return calls
+
+
+def test_cpu_convolutions_are_winograd_where_nnpack_runs_else_the_vae_upsamples_by_phases(pipe, reference_image,
+                                                                                          pose_images):
+    """Exact mode on the CPU: the 3x3 convolutions go through NNPACK's Winograd kernels where it runs here;
+    without it the VAE upsamples by phases (no full-size nearest copy). The unoptimised path keeps torch's own
+    convolutions and diffusers' nearest-then-convolve."""
+    from spritediff_core import pipeline as pipeline_module
     from spritediff_core.models.sub_pixel_upsampling import SubPixelUpsample2D
+    from spritediff_core.models.winograd_convolution import WinogradConv2d
 
     layers = [m for m in pipe.vae.decoder.modules() if isinstance(m, SubPixelUpsample2D)]
     assert layers and len(layers) == len(pipe.vae.config.block_out_channels) - 1
-    nearest = []
-    original = torch.nn.functional.interpolate
-
-    def counting(*args, **kwargs):
-        nearest.append(kwargs.get("mode"))
-        return original(*args, **kwargs)
-
-    def vae_nearest_calls(options) -> int:  # a call's minus its denoising's (the UNets upsample too)
-        nearest.clear()
-        frames(pipe, reference_image, pose_images, "video.pt", options, "latent")
-        denoising = nearest.count("nearest")
-        nearest.clear()
-        frames(pipe, reference_image, pose_images, "video.pt", options)
-        return nearest.count("nearest") - denoising
-
+    assert all(isinstance(layer.conv, WinogradConv2d) for layer in layers)
+    # the encoder's rounding would reach every step through the reference latents
+    assert not any(isinstance(m, WinogradConv2d) for m in pipe.vae.encoder.modules())
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.nn.functional, "interpolate", counting)
-        assert vae_nearest_calls(RuntimeSettings()) == 0
-        assert vae_nearest_calls(RuntimeSettings.unoptimised()) >= len(layers)
+        nearest = _count_calls(patch, torch.nn.functional, "interpolate")
+        winograd = _count_calls(patch, torch, "_nnpack_spatial_convolution")
+
+        def vae_decode_calls(options) -> tuple[int, int]:  # a call's minus its denoising's (the UNets upsample too)
+            nearest.clear(), winograd.clear()
+            frames(pipe, reference_image, pose_images, "video.pt", options, "latent")
+            denoising = nearest.count("nearest"), len(winograd)
+            nearest.clear(), winograd.clear()
+            frames(pipe, reference_image, pose_images, "video.pt", options)
+            return nearest.count("nearest") - denoising[0], len(winograd) - denoising[1]
+
+        nearest_calls, winograd_calls = vae_decode_calls(RuntimeSettings())
+        if winograd_available():
+            assert winograd_calls > 0 and nearest_calls >= len(layers)
+        else:
+            assert (winograd_calls, nearest_calls) == (0, 0)
+        nearest_calls, winograd_calls = vae_decode_calls(RuntimeSettings.unoptimised())
+        assert nearest_calls >= len(layers) and winograd_calls == 0
+        patch.setattr(pipeline_module, "winograd_available", lambda: False)  # a CPU or torch build without NNPACK
+        assert vae_decode_calls(RuntimeSettings()) == (0, 0)
+
+
+@pytest.mark.skipif(not winograd_available(), reason="NNPACK does not run on this CPU or torch build")
+@pytest.mark.parametrize("run_name", list(EXPECTED))
+def test_winograd_on_every_layer_reproduces_the_reference(pipe, reference_image, pose_images, run_name):
+    """At the fixture's 64x64 most layers are below Winograd's size threshold: lowered to one pixel, every 3x3
+    convolution of the UNets, the PoseGuider and the VAE's decoder takes the Winograd path, still within 1e-4
+    of the reference's frames."""
+    from spritediff_core.models import winograd_convolution
+
+    expected = torch.load(MOORE_TINY / "expected" / run_name)[0].transpose(0, 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd_convolution, "MINIMUM_PIXELS", 1)
+        winograd = _count_calls(patch, torch, "_nnpack_spatial_convolution")
+        result = frames(pipe, reference_image, pose_images, run_name, RuntimeSettings())
+    swapped = sum(isinstance(m, winograd_convolution.WinogradConv2d) for m in pipe.denoising_unet.modules())
+    assert swapped > 0 and len(winograd) > swapped
+    assert (result - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("shape, out_channels, padding, bias", [
+    ((1, 8, 20, 20), 8, 1, True), ((3, 5, 17, 23), 12, 1, False), ((2, 16, 20, 18), 4, 0, True)])
+def test_winograd_convolution_equals_torch_and_falls_back_where_it_does_not_apply(shape, out_channels, padding,
+                                                                                    bias):
+    from spritediff_core.models.winograd_convolution import WinogradConv2d
+
+    torch.manual_seed(0)
+    original = torch.nn.Conv2d(shape[1], out_channels, 3, padding=padding, bias=bias)
+    swapped = WinogradConv2d(original)
+    assert swapped.state_dict().keys() == original.state_dict().keys()
+    assert swapped.weight is original.weight  # shared, not copied: loading or training either changes both
+    sample = torch.randn(shape)
+    with pytest.MonkeyPatch.context() as patch:
+        winograd = _count_calls(patch, torch, "_nnpack_spatial_convolution")
+        with torch.no_grad():
+            expected = original(sample)
+            assert torch.equal(swapped(sample), expected) and not winograd  # off until turned on
+            swapped.winograd = True
+            result = swapped(sample)
+            assert (result - expected).abs().max() < 1e-5 * max(1.0, expected.abs().max().item())
+            assert len(winograd) == (1 if winograd_available() else 0)
+            winograd.clear()
+            assert torch.equal(swapped(sample[..., :6, :6]), original(sample[..., :6, :6]))  # too small to gain
+            swapped.double()  # the parameters are shared: both layers are float64 now
+            assert torch.equal(swapped(sample.double()), original(sample.double())) and not winograd  # float32 only
+            swapped.float()
+        gradient_wanted = sample.clone().requires_grad_(True)
+        swapped(gradient_wanted).sum().backward()  # training: torch's convolution, which has a backward
+        assert gradient_wanted.grad is not None and not winograd
+
+
+@pytest.mark.skipif(not winograd_available(), reason="NNPACK does not run on this CPU or torch build")
+@pytest.mark.parametrize("shape", [(1, 8, 37, 21), (2, 6, 16, 40), (1, 4, 9, 50)])
+def test_winograd_in_bands_of_rows_equals_one_convolution(shape):
+    """Large pictures go to NNPACK in bands of rows (each read with its neighbours), also the VAE's upsampling,
+    which never holds the upsampled picture whole: the same result as torch's single convolution."""
+    from diffusers.models.upsampling import Upsample2D
+
+    from spritediff_core.models import winograd_convolution
+    from spritediff_core.models.sub_pixel_upsampling import SubPixelUpsample2D
+
+    torch.manual_seed(0)
+    sample, weight, bias = torch.randn(shape), torch.randn(5, shape[1], 3, 3) * 0.2, torch.randn(5)
+    original = Upsample2D(shape[1], use_conv=True, out_channels=5)
+    swapped = SubPixelUpsample2D(original)
+    swapped.conv = winograd_convolution.WinogradConv2d(swapped.conv)
+    swapped.conv.winograd = True
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(winograd_convolution, "BAND_BYTES", 4 * shape[0] * shape[1] * shape[3] * 5)  # 5-row bands
+        calls = _count_calls(patch, torch, "_nnpack_spatial_convolution")
+        banded = winograd_convolution.convolve_3x3(sample, weight, bias)
+        assert len(calls) == -(-shape[2] // 5)
+        expected = torch.nn.functional.conv2d(sample, weight, bias, padding=1)
+        assert (banded - expected).abs().max() < 1e-5 * max(1.0, expected.abs().max().item())
+        calls.clear()
+        upsampled, expected = swapped(sample), original(sample)
+        assert len(calls) > 1 and upsampled.shape == expected.shape
+        assert (upsampled - expected).abs().max() < 1e-5 * max(1.0, expected.abs().max().item())

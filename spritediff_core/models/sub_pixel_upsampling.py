@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.upsampling import Upsample2D
 
+from .winograd_convolution import upsample_nearest_2x_then_convolve_3x3, winograd_applies
+
 
 def _phase_weights(weight: torch.Tensor) -> torch.Tensor:
     """(Co, Ci, 3, 3) -> (2, 2, Co, Ci, 2, 2): the 2x2 kernel of each output phase (a, b)."""
@@ -27,9 +29,10 @@ def _phase_weights(weight: torch.Tensor) -> torch.Tensor:
 
 
 class SubPixelUpsample2D(Upsample2D):
-    """diffusers' Upsample2D with the same parameters (the same `conv`, so the same state-dict keys), computed
-    phase by phase while `sub_pixel` is on and the layer is the plain nearest-x2-then-3x3 kind; otherwise
-    diffusers' own computation."""
+    """diffusers' Upsample2D with the same parameters (the same `conv`, so the same state-dict keys). While
+    `sub_pixel` is on and the layer is the plain nearest-x2-then-3x3 kind: by Winograd in bands of rows where
+    its `conv` is a WinogradConv2d turned on and the call suits it, else phase by phase. Otherwise diffusers'
+    own computation."""
 
     def __init__(self, original: Upsample2D) -> None:
         super().__init__(original.channels, use_conv=original.use_conv, out_channels=original.out_channels,
@@ -50,6 +53,10 @@ class SubPixelUpsample2D(Upsample2D):
     def forward(self, hidden_states: torch.Tensor, output_size: int | None = None, *args, **kwargs) -> torch.Tensor:
         if not self._applies(hidden_states, output_size, args, kwargs):
             return super().forward(hidden_states, output_size, *args, **kwargs)
+        if getattr(self.conv, "winograd", False) and winograd_applies(hidden_states, self.conv.weight, (1, 1), 2):
+            # Winograd does fewer multiplications than the phases' 2x2 kernels, and in bands it never holds
+            # the upsampled picture whole either.
+            return upsample_nearest_2x_then_convolve_3x3(hidden_states, self.conv.weight, self.conv.bias)
         batch, _, height, width = hidden_states.shape
         # From the current weights at every call (a few ms): never stale after loading or training.
         phases = _phase_weights(self.conv.weight)
