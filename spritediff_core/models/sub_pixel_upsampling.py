@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.upsampling import Upsample2D
 
+from .layer_swaps import swap_layers
 from .winograd_convolution import upsample_nearest_2x_then_convolve_3x3, winograd_applies
 
 
@@ -71,13 +72,7 @@ class SubPixelUpsample2D(Upsample2D):
 
 def install_sub_pixel_upsampling(decoder: torch.nn.Module) -> int:
     """Swap every Upsample2D under `decoder` for a SubPixelUpsample2D holding the same layers; how many."""
-    swapped = 0
-    for module in list(decoder.modules()):
-        for child_name, child in list(module.named_children()):
-            if type(child) is Upsample2D:
-                setattr(module, child_name, SubPixelUpsample2D(child))
-                swapped += 1
-    return swapped
+    return swap_layers(decoder, lambda layer: type(layer) is Upsample2D, SubPixelUpsample2D)
 
 
 def set_sub_pixel_upsampling(decoder: torch.nn.Module, enabled: bool) -> None:

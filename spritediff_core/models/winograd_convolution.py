@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import release_freed_host_memory
+from .layer_swaps import swap_layers
 
 # Output pixels per picture below which torch's direct convolution measured faster (16x16 and larger: faster).
 MINIMUM_PIXELS = 16 * 16
@@ -129,13 +130,7 @@ class WinogradConv2d(torch.nn.Conv2d):
 def install_winograd_convolutions(model: torch.nn.Module) -> int:
     """Swap every plain 3x3, stride-1 Conv2d under `model` for a WinogradConv2d holding the same parameters
     (off until `set_winograd_convolutions` turns it on); how many."""
-    swapped = 0
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if _layer_qualifies(child):
-                setattr(module, child_name, WinogradConv2d(child))
-                swapped += 1
-    return swapped
+    return swap_layers(model, _layer_qualifies, WinogradConv2d)
 
 
 def set_winograd_convolutions(model: torch.nn.Module, enabled: bool) -> None:
