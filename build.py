@@ -231,7 +231,7 @@ def command_bench(args: list[str]) -> int:
 
 
 BUNDLED_MINI = ROOT / "spritediff_core" / "pretrained" / "spritediff-mini"
-# A stage-1 cosine cycle at batch 64 with bf16 autocast (measured 2.5-2.75 s per step on the 2 cores, fp32 3.3 s):
+# A stage-1 cosine cycle at batch 64 with bf16 autocast (measured 2.5-2.7 s per step on the 2 cores, fp32 3.3 s):
 # once the batch-16 runs had stopped improving the UNet, each such cycle still raised held-out IoU
 # (side references: 0.756 -> 0.772 -> 0.781).
 BATCH64_CYCLE = ["--steps", "2000", "--batch-size", "64", "--lr", "1e-4", "--warmup-steps", "50",
@@ -262,8 +262,8 @@ MINI_RECIPE = {
                                                   "--checkpoint-every", "100"]),
         ("stage1-anneal", 1, "stage1-large-batch", BATCH64_CYCLE),
         ("stage2", 2, "stage1-anneal", MOTION_STAGE),
-        # A third cycle from the stage-2 model (its motion modules ride along untouched in stage 1), then
-        # stage 2 again on the new spatial layers.
+        # A third large-batch cycle (the second at batch 64) from the stage-2 model (its motion modules ride
+        # along untouched in stage 1), then stage 2 again on the new spatial layers.
         ("stage1-cycle3", 1, "stage2", BATCH64_CYCLE),
         ("stage2-cycle3", 2, "stage1-cycle3", MOTION_STAGE),
     ],
@@ -283,9 +283,7 @@ QUICK_RECIPE = {
                                      "--lr-scheduler", "cosine"]),
         ("stage1-more", 1, "stage1-ema", ["--steps", "4", "--stop-at", "2", "--batch-size", "2",
                                           "--train-image-encoder", "--use-ema", "--lr-scheduler", "cosine"]),
-        ("stage1-large-batch", 1, "stage1-more", ["--steps", "2", "--batch-size", "4", "--train-image-encoder",
-                                                  "--use-ema", "--lr-scheduler", "cosine",
-                                                  "--mixed-precision", "bf16"]),
+        ("stage1-large-batch", 1, "stage1-more", QUICK_CYCLE),
         ("stage1-anneal", 1, "stage1-large-batch", QUICK_CYCLE),
         ("stage2", 2, "stage1-anneal", QUICK_MOTION_STAGE),
         ("stage1-cycle3", 1, "stage2", QUICK_CYCLE),
